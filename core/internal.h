@@ -1,0 +1,134 @@
+/* internal.h -- the reactor's private state, shared by the files of core/.
+ * Never installed. */
+#ifndef TW_INTERNAL_H
+#define TW_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "tw_log.h"
+#include "tw_reactor.h"
+
+#define TW__NSIG 65 /* signal numbers 1..64 */
+
+#ifndef container_of
+#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+#endif
+
+/* Debug builds check that reactor-thread-only functions are called on the
+ * reactor's thread.  Release builds (-DNDEBUG) check nothing. */
+#ifndef NDEBUG
+#define TW__ASSERT_OWNER(r) tw__assert_owner((r), __func__)
+void tw__assert_owner(const tw_reactor_t *r, const char *fn);
+#else
+#define TW__ASSERT_OWNER(r) ((void)0)
+#endif
+
+/* What the core knows about one descriptor; the table is indexed by fd. */
+typedef struct tw__watch {
+    tw_io_cb rcb, wcb;
+    void *rarg, *warg;
+    uint32_t mask; /* TW__READ | TW__WRITE currently registered */
+    uint32_t gen;  /* bumped on every removal: stale ready events are dropped */
+} tw__watch_t;
+
+/* One entry of the timer heap: the key lives in the array, so sifting never
+ * touches the timers themselves except to update their slot. */
+typedef struct tw__hent {
+    tw_time_t due;
+    uint64_t seq;
+    tw_timer_t *t;
+} tw__hent_t;
+
+typedef struct tw__call {
+    tw_call_cb cb;
+    void *arg;
+} tw__call_t;
+
+/* A growable FIFO of calls (soon calls, thread calls). */
+typedef struct tw__callq {
+    tw__call_t *v;
+    size_t n, cap;
+} tw__callq_t;
+
+typedef struct tw__trigger {
+    int id;
+    uint8_t phase, event, dead;
+    tw_call_cb cb;
+    void *arg;
+} tw__trigger_t;
+
+typedef struct tw__sighandler {
+    tw_signal_cb cb;
+    void *arg;
+} tw__sighandler_t;
+
+struct tw_reactor {
+    /* backend */
+    void *be;
+    tw__fired_t *fired;
+    int fired_cap;
+
+    /* descriptors */
+    tw__watch_t *fds;
+    int fds_cap;
+    int nwatched;
+
+    /* time and timers */
+    tw_time_t now;
+    int in_loop;          /* inside iterate: `now` is fresh enough */
+    tw__hent_t *heap;
+    uint32_t heap_n, heap_cap;
+    uint64_t timer_seq;
+    tw_timer_t *timer_free; /* cache of reactor-owned timers */
+    uint32_t timer_free_n;
+
+    /* soon calls: `soon` collects, `soon_run` is being run */
+    tw__callq_t soon, soon_run;
+
+    /* triggers */
+    tw__trigger_t *trig;
+    int trig_n, trig_cap, trig_next_id, trig_firing;
+    tw__callq_t when_running;
+
+    /* run state */
+    int running, stopping;
+    pthread_t owner;
+
+    /* waker: thread calls and signals */
+    int wake_rfd, wake_wfd; /* eventfd: both the same fd */
+    pthread_mutex_t tq_lock;
+    tw__callq_t tq, tq_run;  /* tq guarded by tq_lock */
+    int tq_pending;           /* guarded by tq_lock: the waker was written */
+
+    /* signals */
+    int sig_slot; /* index in the process-wide table, or -1 */
+    tw__sighandler_t sig[TW__NSIG];
+    int run_signals; /* signals installed by TW_RUN_SIGNALS: bitmask SIGINT/SIGTERM */
+};
+
+/* timer.c */
+void tw__timers_init(tw_reactor_t *r);
+void tw__timers_fini(tw_reactor_t *r);
+int tw__timers_run(tw_reactor_t *r);          /* run due timers, return count */
+tw_time_t tw__timers_next(const tw_reactor_t *r); /* earliest deadline or TW_TIME_MAX */
+void tw__update_time(tw_reactor_t *r);
+
+/* calls.c (queues, waker, thread calls) */
+int tw__callq_push(tw__callq_t *q, tw_call_cb cb, void *arg);
+void tw__callq_free(tw__callq_t *q);
+int tw__waker_open(tw_reactor_t *r);
+void tw__waker_close(tw_reactor_t *r);
+void tw__waker_wake(int wfd);                 /* async-signal-safe */
+void tw__waker_drain(int rfd);
+
+/* signal.c */
+int tw__signals_dispatch(tw_reactor_t *r);   /* run pending signal callbacks */
+void tw__signals_release(tw_reactor_t *r);    /* forget every signal of r */
+void tw__signals_rebind(tw_reactor_t *r);     /* the waker changed (after fork) */
+void tw__sigpipe_ignore_once(void);
+
+#endif

@@ -1,0 +1,296 @@
+/* timer.c -- delayed calls: a binary min-heap of {deadline, sequence, timer}.
+ *
+ * The key is stored in the heap array itself, so sifting compares entries
+ * that sit next to each other in memory and only writes the timer to update
+ * its slot.  The sequence number breaks ties, so calls due at the same
+ * instant run in the order they were scheduled.  Insert, cancel and move are
+ * O(log n); finding the next deadline is O(1). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define SLOT_IDLE   UINT32_MAX
+#define TF_OWNED    1u /* allocated by tw_reactor_call_later: the reactor frees it */
+#define TF_RUNNING  2u /* an owned timer whose callback is on the stack */
+#define FREE_CACHE  1024
+
+tw_time_t tw_time_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (tw_time_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+tw_time_t tw_seconds(double s)
+{
+    if (!(s > 0)) /* also NaN */
+        return 0;
+    if (s >= 9.2e9) /* INT64_MAX ns is about 9.22e9 s */
+        return TW_TIME_MAX;
+    return (tw_time_t)llround(s * 1e9);
+}
+
+void tw__update_time(tw_reactor_t *r)
+{
+    r->now = tw_time_now();
+}
+
+static inline tw_time_t timer_now(tw_reactor_t *r)
+{
+    if (!r->in_loop)
+        tw__update_time(r);
+    return r->now;
+}
+
+static inline tw_time_t timer_add(tw_time_t now, tw_time_t delay)
+{
+    if (delay <= 0)
+        return now;
+    return delay > TW_TIME_MAX - now ? TW_TIME_MAX : now + delay;
+}
+
+/* ---- the heap --------------------------------------------------------- */
+
+static inline int heap_less(const tw__hent_t *a, const tw__hent_t *b)
+{
+    return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+}
+
+static void heap_up(tw__hent_t *h, uint32_t i, tw__hent_t e)
+{
+    while (i > 0) {
+        uint32_t p = (i - 1) / 2;
+        if (!heap_less(&e, &h[p]))
+            break;
+        h[i] = h[p];
+        h[i].t->slot = i;
+        i = p;
+    }
+    h[i] = e;
+    e.t->slot = i;
+}
+
+static void heap_down(tw__hent_t *h, uint32_t n, uint32_t i, tw__hent_t e)
+{
+    for (;;) {
+        uint32_t c = 2 * i + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && heap_less(&h[c + 1], &h[c]))
+            c++;
+        if (!heap_less(&h[c], &e))
+            break;
+        h[i] = h[c];
+        h[i].t->slot = i;
+        i = c;
+    }
+    h[i] = e;
+    e.t->slot = i;
+}
+
+/* Put entry e at slot i (a hole) and restore the heap around it. */
+static void heap_place(tw_reactor_t *r, uint32_t i, tw__hent_t e)
+{
+    if (i > 0 && heap_less(&e, &r->heap[(i - 1) / 2]))
+        heap_up(r->heap, i, e);
+    else
+        heap_down(r->heap, r->heap_n, i, e);
+}
+
+static void heap_remove(tw_reactor_t *r, tw_timer_t *t)
+{
+    uint32_t i = t->slot;
+    tw__hent_t last = r->heap[--r->heap_n];
+    t->slot = SLOT_IDLE;
+    if (i != r->heap_n)
+        heap_place(r, i, last);
+}
+
+static int heap_grow(tw_reactor_t *r)
+{
+    uint32_t cap = r->heap_cap ? r->heap_cap * 2 : 64;
+    if (cap <= r->heap_cap) /* 2^32 timers */
+        return -ENOMEM;
+    tw__hent_t *h = realloc(r->heap, (size_t)cap * sizeof *h);
+    if (!h)
+        return -ENOMEM;
+    r->heap = h;
+    r->heap_cap = cap;
+    return 0;
+}
+
+static int timer_schedule(tw_timer_t *t, tw_time_t due)
+{
+    tw_reactor_t *r = t->r;
+    tw__hent_t e = { due, r->timer_seq++, t };
+    if (t->slot != SLOT_IDLE) { /* move in place */
+        heap_place(r, t->slot, e);
+        return 0;
+    }
+    if (r->heap_n == r->heap_cap && heap_grow(r))
+        return -ENOMEM;
+    heap_up(r->heap, r->heap_n++, e);
+    return 0;
+}
+
+/* ---- public timer calls ----------------------------------------------- */
+
+void tw_timer_init(tw_timer_t *t, tw_reactor_t *r, tw_timer_cb cb, void *arg)
+{
+    *t = (tw_timer_t){ .slot = SLOT_IDLE, .r = r, .cb = cb, .arg = arg };
+}
+
+int tw_timer_start(tw_timer_t *t, tw_time_t delay)
+{
+    TW__ASSERT_OWNER(t->r);
+    return timer_schedule(t, timer_add(timer_now(t->r), delay));
+}
+
+int tw_timer_start_at(tw_timer_t *t, tw_time_t when)
+{
+    TW__ASSERT_OWNER(t->r);
+    return timer_schedule(t, when);
+}
+
+static void timer_release(tw_reactor_t *r, tw_timer_t *t)
+{
+    if (r->timer_free_n >= FREE_CACHE) {
+        free(t);
+        return;
+    }
+    t->arg = r->timer_free; /* the free list threads through arg */
+    r->timer_free = t;
+    r->timer_free_n++;
+}
+
+void tw_timer_cancel(tw_timer_t *t)
+{
+    if (t->slot == SLOT_IDLE)
+        return;
+    TW__ASSERT_OWNER(t->r);
+    heap_remove(t->r, t);
+    if ((t->flags & (TF_OWNED | TF_RUNNING)) == TF_OWNED)
+        timer_release(t->r, t);
+}
+
+int tw_timer_reset(tw_timer_t *t, tw_time_t delay)
+{
+    if (t->slot == SLOT_IDLE)
+        return TW_ENOTACTIVE;
+    return tw_timer_start(t, delay);
+}
+
+int tw_timer_delay(tw_timer_t *t, tw_time_t delta)
+{
+    if (t->slot == SLOT_IDLE)
+        return TW_ENOTACTIVE;
+    TW__ASSERT_OWNER(t->r);
+    return timer_schedule(t, timer_add(t->r->heap[t->slot].due, delta));
+}
+
+bool tw_timer_active(const tw_timer_t *t)
+{
+    return t->slot != SLOT_IDLE;
+}
+
+tw_time_t tw_timer_deadline(const tw_timer_t *t)
+{
+    return t->slot == SLOT_IDLE ? TW_TIME_MAX : t->r->heap[t->slot].due;
+}
+
+static tw_timer_t *timer_owned(tw_reactor_t *r, tw_timer_cb cb, void *arg)
+{
+    tw_timer_t *t = r->timer_free;
+    if (t) {
+        r->timer_free = t->arg;
+        r->timer_free_n--;
+    } else if (!(t = malloc(sizeof *t))) {
+        return NULL;
+    }
+    tw_timer_init(t, r, cb, arg);
+    t->flags = TF_OWNED;
+    return t;
+}
+
+tw_timer_t *tw_reactor_call_at(tw_reactor_t *r, tw_time_t when, tw_timer_cb cb, void *arg)
+{
+    TW__ASSERT_OWNER(r);
+    tw_timer_t *t = timer_owned(r, cb, arg);
+    if (t && timer_schedule(t, when)) {
+        timer_release(r, t);
+        t = NULL;
+    }
+    return t;
+}
+
+tw_timer_t *tw_reactor_call_later(tw_reactor_t *r, tw_time_t delay, tw_timer_cb cb, void *arg)
+{
+    return tw_reactor_call_at(r, timer_add(timer_now(r), delay), cb, arg);
+}
+
+int tw_reactor_timer_count(const tw_reactor_t *r)
+{
+    return (int)r->heap_n;
+}
+
+/* ---- the loop's side -------------------------------------------------- */
+
+void tw__timers_init(tw_reactor_t *r)
+{
+    r->now = tw_time_now();
+}
+
+void tw__timers_fini(tw_reactor_t *r)
+{
+    for (uint32_t i = 0; i < r->heap_n; i++) {
+        tw_timer_t *t = r->heap[i].t;
+        t->slot = SLOT_IDLE;
+        if (t->flags & TF_OWNED)
+            free(t);
+    }
+    while (r->timer_free) {
+        tw_timer_t *t = r->timer_free;
+        r->timer_free = t->arg;
+        free(t);
+    }
+    free(r->heap);
+    r->heap = NULL;
+    r->heap_n = r->heap_cap = 0;
+}
+
+tw_time_t tw__timers_next(const tw_reactor_t *r)
+{
+    return r->heap_n ? r->heap[0].due : TW_TIME_MAX;
+}
+
+/* Run the timers due at the cached time, in deadline order.  Timers scheduled
+ * by these callbacks wait for the next iteration even when already due, so a
+ * callback that reschedules itself with no delay cannot starve I/O. */
+int tw__timers_run(tw_reactor_t *r)
+{
+    uint64_t limit = r->timer_seq;
+    tw_time_t now = r->now;
+    int ran = 0;
+    while (r->heap_n) {
+        tw__hent_t e = r->heap[0];
+        if (e.due > now || e.seq >= limit)
+            break;
+        tw_timer_t *t = e.t;
+        heap_remove(r, t);
+        ran++;
+        if (!(t->flags & TF_OWNED)) {
+            t->cb(t, t->arg); /* t may be freed by its owner from here on */
+            continue;
+        }
+        t->flags |= TF_RUNNING;
+        t->cb(t, t->arg);
+        t->flags &= ~TF_RUNNING;
+        if (t->slot == SLOT_IDLE)
+            timer_release(r, t);
+    }
+    return ran;
+}

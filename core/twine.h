@@ -1,0 +1,19 @@
+/* twine.h -- everything: include this one header.
+ *
+ * Link with -ltwine and one backend library after it (-ltwine-epoll,
+ * -ltwine-poll, -ltwine-select, -ltwine-kqueue or -ltwine-default), or use
+ * `pkg-config --cflags --libs twine` (the platform's best backend) or
+ * `pkg-config --libs twine-poll` (a chosen one).  See doc/backends.md. */
+#ifndef TWINE_H
+#define TWINE_H
+
+#define TWINE_VERSION_MAJOR 0
+#define TWINE_VERSION_MINOR 1
+#define TWINE_VERSION_PATCH 0
+#define TWINE_VERSION "0.1.0"
+
+#include "tw_error.h"
+#include "tw_log.h"
+#include "tw_reactor.h"
+
+#endif

@@ -1,0 +1,41 @@
+/* testutil.c -- shared helpers for the cmocka tests. */
+#define _GNU_SOURCE
+#include "testutil.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+void tw_test_backend_is_expected(void **state)
+{
+    (void)state;
+    const char *want = getenv("TWINE_TEST_BACKEND");
+    if (!want)
+        fail_msg("TWINE_TEST_BACKEND is not set (run the tests through tests/run-tests.sh)");
+    assert_string_equal(tw_reactor_backend_name(), want);
+}
+
+long tw_test_raise_nofile(long want)
+{
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if ((long)rl.rlim_cur < want) {
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || (long)rl.rlim_max > want
+                          ? (rlim_t)want : rl.rlim_max;
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    }
+    return (long)rl.rlim_cur;
+}
+
+void tw_test_pipe(int fds[2])
+{
+    assert_int_equal(pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
+}
+
+void tw_test_socketpair(int fds[2])
+{
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
+}

@@ -1,0 +1,34 @@
+/* testutil.h -- shared helpers for the cmocka tests. */
+#ifndef TW_TESTUTIL_H
+#define TW_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <twine.h>
+
+/* Assert that the program was linked with the backend named by the
+ * TWINE_TEST_BACKEND environment variable (set by tests/run-tests.sh); fails
+ * when it is unset.  Every per-backend test program runs this first. */
+void tw_test_backend_is_expected(void **state);
+
+/* Raise the soft RLIMIT_NOFILE to at least `want` (capped at the hard
+ * limit); returns the new soft limit. */
+long tw_test_raise_nofile(long want);
+
+/* pipe2 / socketpair with O_NONBLOCK | O_CLOEXEC; asserts on failure. */
+void tw_test_pipe(int fds[2]);
+void tw_test_socketpair(int fds[2]);
+
+/* Run `tests` after the backend check; use as main's body. */
+#define TW_TEST_MAIN(tests)                                                                 \
+    do {                                                                                    \
+        const struct CMUnitTest tw__check[] = { cmocka_unit_test(tw_test_backend_is_expected) }; \
+        int tw__rc = cmocka_run_group_tests_name("backend", tw__check, NULL, NULL);        \
+        return tw__rc ? tw__rc : cmocka_run_group_tests(tests, NULL, NULL);                 \
+    } while (0)
+
+#endif
