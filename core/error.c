@@ -16,7 +16,6 @@ const char *tw_strerror(int code)
     case TW_EFDSETSIZE: return "descriptor is at or above FD_SETSIZE: "
                                "the select backend cannot watch it (link another backend)";
     case TW_ENOTACTIVE: return "the delayed call already ran or was cancelled";
-    case TW_EWRONGTHREAD: return "called from a thread that does not own the reactor";
     case TW_ENOSIGSLOT: return "too many reactors are watching signals";
     default: break;
     }
@@ -74,7 +73,8 @@ tw_failure_t *tw_failure_wrap(tw_failure_t *f, tw_failure_t *cause)
         tw_failure_free(cause);
         return NULL;
     }
-    tw_failure_free(f->cause);
+    if (f->cause != cause) /* wrapping the cause it already has keeps it */
+        tw_failure_free(f->cause);
     f->cause = cause;
     return f;
 }

@@ -35,11 +35,11 @@ typedef struct tw__watch {
     uint32_t gen;  /* bumped on every removal: stale ready events are dropped */
 } tw__watch_t;
 
-/* One entry of the timer heap: the key lives in the array, so sifting never
- * touches the timers themselves except to update their slot. */
+/* One entry of the timer heap (16 bytes, four to a cache line): the deadline
+ * lives in the array, so sifting only touches a timer to update its slot, or
+ * to read its sequence number when two deadlines are equal. */
 typedef struct tw__hent {
     tw_time_t due;
-    uint64_t seq;
     tw_timer_t *t;
 } tw__hent_t;
 
@@ -102,7 +102,9 @@ struct tw_reactor {
     int wake_rfd, wake_wfd; /* eventfd: both the same fd */
     pthread_mutex_t tq_lock;
     tw__callq_t tq, tq_run;  /* tq guarded by tq_lock */
-    int tq_pending;           /* guarded by tq_lock: the waker was written */
+    int tq_pending;           /* guarded by tq_lock: the loop will look at tq */
+    int tq_poll;              /* the last look found calls: look again next time */
+    int tq_taken;             /* the queue was taken during this iteration */
 
     /* signals */
     int sig_slot; /* index in the process-wide table, or -1 */

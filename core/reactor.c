@@ -244,24 +244,36 @@ static int reactor_run_calls(tw_reactor_t *r, tw__callq_t *q, tw__callq_t *spare
 
 /* ---- the thread waker ------------------------------------------------- */
 
-static void reactor_wake_cb(tw_reactor_t *r, int fd, void *arg)
+/* Take the calls other threads have queued and run them.  While calls keep
+ * coming, tq_pending stays set, so producers skip the waker write, and the
+ * loop looks again on its next iteration (after polling I/O without
+ * blocking).  tq_pending is cleared only by a look that finds the queue
+ * empty; the next producer then writes the waker, so no call is missed. */
+static int reactor_thread_calls(tw_reactor_t *r)
 {
-    (void)arg;
-    /* Drain first: a producer that queues after the swap below sees
-     * tq_pending clear and writes the waker again, so no call is missed. */
-    tw__waker_drain(fd);
-    tw__signals_dispatch(r);
-
     pthread_mutex_lock(&r->tq_lock);
     tw__callq_t run = r->tq;
     r->tq = r->tq_run;
-    r->tq_pending = 0;
+    r->tq_poll = run.n != 0;
+    if (!r->tq_poll)
+        r->tq_pending = 0;
     pthread_mutex_unlock(&r->tq_lock);
+    r->tq_taken = 1;
 
     for (size_t i = 0; i < run.n; i++)
         run.v[i].cb(r, run.v[i].arg);
+    int ran = (int)run.n;
     run.n = 0;
     r->tq_run = run;
+    return ran;
+}
+
+static void reactor_wake_cb(tw_reactor_t *r, int fd, void *arg)
+{
+    (void)arg;
+    tw__waker_drain(fd);
+    tw__signals_dispatch(r);
+    reactor_thread_calls(r);
 }
 
 /* ---- iterate ---------------------------------------------------------- */
@@ -284,7 +296,7 @@ static int reactor_grow_fired(tw_reactor_t *r)
 
 static int reactor_timeout_ms(tw_reactor_t *r, tw_time_t timeout)
 {
-    if (r->soon.n || r->stopping)
+    if (r->soon.n || r->stopping || r->tq_poll)
         return 0;
     tw_time_t next = tw__timers_next(r);
     if (next != TW_TIME_MAX) {
@@ -311,7 +323,10 @@ static int reactor_iterate(tw_reactor_t *r, tw_time_t timeout)
         return n;
     }
     tw__update_time(r);
+    r->tq_taken = 0;
     int ran = reactor_dispatch(r, n);
+    if (r->tq_poll && !r->tq_taken)
+        ran += reactor_thread_calls(r);
     ran += tw__timers_run(r);
     ran += reactor_run_calls(r, &r->soon, &r->soon_run);
     r->in_loop = 0;
@@ -388,8 +403,8 @@ int tw_reactor_remove_trigger(tw_reactor_t *r, int id)
     return -ENOENT;
 }
 
-/* Fire every trigger of `event`, phase by phase.  Triggers added while
- * firing join a phase that has not started yet. */
+/* Fire every trigger of `event`, phase by phase.  A trigger added while
+ * firing runs in this event if its phase is the current one or a later one. */
 static void reactor_fire_event(tw_reactor_t *r, tw_event_t event)
 {
     r->trig_firing++;
@@ -429,7 +444,7 @@ static const int run_signals[2] = { SIGINT, SIGTERM };
 
 int tw_reactor_run(tw_reactor_t *r, unsigned flags)
 {
-    if (r->running)
+    if (r->running || r->in_loop)
         return TW_EALREADY;
     r->owner = pthread_self();
     r->running = 1;
@@ -457,8 +472,8 @@ int tw_reactor_run(tw_reactor_t *r, unsigned flags)
     r->stopping = 1;
     reactor_fire_event(r, TW_SHUTDOWN);
 
-    for (int i = 0; i < 2; i++)
-        if (r->run_signals & (1 << i))
+    for (int i = 0; i < 2; i++) /* unless the application replaced ours meanwhile */
+        if ((r->run_signals & (1 << i)) && r->sig[run_signals[i]].cb == reactor_stop_on_signal)
             tw_reactor_on_signal(r, run_signals[i], NULL, NULL);
     r->run_signals = 0;
     r->running = 0;
@@ -504,6 +519,7 @@ int tw_reactor_after_fork(tw_reactor_t *r)
     pthread_mutex_init(&r->tq_lock, NULL);
     r->tq.n = 0;
     r->tq_pending = 0;
+    r->tq_poll = 0;
     if ((rc = tw__waker_open(r)) != 0)
         return rc;
     tw__signals_rebind(r);

@@ -1,9 +1,10 @@
-/* timer.c -- delayed calls: a binary min-heap of {deadline, sequence, timer}.
+/* timer.c -- delayed calls: a 4-ary min-heap of {deadline, timer}.
  *
- * The key is stored in the heap array itself, so sifting compares entries
- * that sit next to each other in memory and only writes the timer to update
- * its slot.  The sequence number breaks ties, so calls due at the same
- * instant run in the order they were scheduled.  Insert, cancel and move are
+ * The deadline is stored in the heap array itself, so sifting compares
+ * entries that sit next to each other in memory and only writes the timer to
+ * update its slot.  Each timer carries a sequence number, taken when it is
+ * scheduled, that breaks ties: calls due at the same instant run in the order
+ * they were scheduled.  Insert, cancel and move are
  * O(log n); finding the next deadline is O(1). */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -50,20 +51,26 @@ static inline tw_time_t timer_add(tw_time_t now, tw_time_t delay)
 {
     if (delay <= 0)
         return now;
-    return delay > TW_TIME_MAX - now ? TW_TIME_MAX : now + delay;
+    /* now may be negative (a deadline set long in the past by start_at) */
+    return now >= 0 && delay > TW_TIME_MAX - now ? TW_TIME_MAX : now + delay;
 }
 
 /* ---- the heap --------------------------------------------------------- */
 
 static inline int heap_less(const tw__hent_t *a, const tw__hent_t *b)
 {
-    return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+    return a->due < b->due || (a->due == b->due && a->t->seq < b->t->seq);
 }
+
+/* A 4-ary heap: half the levels of a binary heap, so half the cache misses
+ * and slot writes per sift on a large heap, and the four children of a node
+ * share one or two cache lines. */
+#define HEAP_D 4
 
 static void heap_up(tw__hent_t *h, uint32_t i, tw__hent_t e)
 {
     while (i > 0) {
-        uint32_t p = (i - 1) / 2;
+        uint32_t p = (i - 1) / HEAP_D;
         if (!heap_less(&e, &h[p]))
             break;
         h[i] = h[p];
@@ -77,16 +84,18 @@ static void heap_up(tw__hent_t *h, uint32_t i, tw__hent_t e)
 static void heap_down(tw__hent_t *h, uint32_t n, uint32_t i, tw__hent_t e)
 {
     for (;;) {
-        uint32_t c = 2 * i + 1;
+        uint32_t c = HEAP_D * i + 1;
         if (c >= n)
             break;
-        if (c + 1 < n && heap_less(&h[c + 1], &h[c]))
-            c++;
-        if (!heap_less(&h[c], &e))
+        uint32_t end = n - c > HEAP_D ? c + HEAP_D : n, m = c;
+        for (uint32_t k = c + 1; k < end; k++)
+            if (heap_less(&h[k], &h[m]))
+                m = k;
+        if (!heap_less(&h[m], &e))
             break;
-        h[i] = h[c];
+        h[i] = h[m];
         h[i].t->slot = i;
-        i = c;
+        i = m;
     }
     h[i] = e;
     e.t->slot = i;
@@ -95,7 +104,7 @@ static void heap_down(tw__hent_t *h, uint32_t n, uint32_t i, tw__hent_t e)
 /* Put entry e at slot i (a hole) and restore the heap around it. */
 static void heap_place(tw_reactor_t *r, uint32_t i, tw__hent_t e)
 {
-    if (i > 0 && heap_less(&e, &r->heap[(i - 1) / 2]))
+    if (i > 0 && heap_less(&e, &r->heap[(i - 1) / HEAP_D]))
         heap_up(r->heap, i, e);
     else
         heap_down(r->heap, r->heap_n, i, e);
@@ -126,7 +135,8 @@ static int heap_grow(tw_reactor_t *r)
 static int timer_schedule(tw_timer_t *t, tw_time_t due)
 {
     tw_reactor_t *r = t->r;
-    tw__hent_t e = { due, r->timer_seq++, t };
+    t->seq = r->timer_seq++;
+    tw__hent_t e = { due, t };
     if (t->slot != SLOT_IDLE) { /* move in place */
         heap_place(r, t->slot, e);
         return 0;
@@ -277,9 +287,9 @@ int tw__timers_run(tw_reactor_t *r)
     int ran = 0;
     while (r->heap_n) {
         tw__hent_t e = r->heap[0];
-        if (e.due > now || e.seq >= limit)
-            break;
         tw_timer_t *t = e.t;
+        if (e.due > now || t->seq >= limit)
+            break;
         heap_remove(r, t);
         ran++;
         if (!(t->flags & TF_OWNED)) {

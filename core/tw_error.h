@@ -24,7 +24,6 @@
 #define TW_EALREADY       (-20002) /* the reactor is already running */
 #define TW_EFDSETSIZE     (-20003) /* fd >= FD_SETSIZE: the select backend cannot watch it */
 #define TW_ENOTACTIVE     (-20004) /* the delayed call already ran or was cancelled */
-#define TW_EWRONGTHREAD   (-20005) /* called from a thread that does not own the reactor */
 #define TW_ENOSIGSLOT     (-20006) /* too many reactors watching signals at once */
 
 /* Ranges reserved for the libraries later modules wrap. */

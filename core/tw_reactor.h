@@ -17,8 +17,9 @@
  *  4. Nothing the reactor calls is freed while it is running: a watcher
  *     removed during a batch of ready descriptors is not called again, even
  *     when its fd number is reused by a new watcher in the same batch.
- *  5. Time is monotonic (CLOCK_MONOTONIC), in nanoseconds, read once per
- *     iteration; calls due at the same instant run in the order scheduled.
+ *  5. Time is monotonic (CLOCK_MONOTONIC), in nanoseconds, cached by the loop
+ *     (refreshed when the wait for I/O returns); calls due at the same
+ *     instant run in the order scheduled.
  *  6. Errors: functions return 0 or a negative code (tw_error.h).
  */
 #ifndef TW_REACTOR_H
@@ -75,12 +76,13 @@ const char *tw_reactor_backend_name(void);
                            * application already asked for them with
                            * tw_reactor_on_signal); removed again on return */
 
-/* Run until tw_reactor_stop().  Fires the startup triggers (before, during,
+/* Run until tw_reactor_stop().  Each iteration is one tw_reactor_iterate().  Fires the startup triggers (before, during,
  * after; tw_reactor_call_when_running calls run with "after"), then loops; on
  * stop it fires the shutdown triggers (before, during, after) and returns 0.
  * May be called again after it returns: each run is a new startup and each
  * stop a new shutdown.  Returns TW_EALREADY if the reactor is already running
- * (a nested run), or a negative code if the backend fails. */
+ * or inside tw_reactor_iterate() (a nested run), or a negative code if the
+ * backend fails. */
 int tw_reactor_run(tw_reactor_t *r, unsigned flags);
 
 /* Ask a running reactor to stop.  Returns at once: the current iteration
@@ -91,11 +93,12 @@ int tw_reactor_stop(tw_reactor_t *r);
 /* True between the start of tw_reactor_run() and its return. */
 bool tw_reactor_running(const tw_reactor_t *r);
 
-/* One pass of the loop, for embedding in another event loop: run the delayed
- * calls that are due and the soon calls, wait at most `timeout` (0: poll, -1:
- * until something happens; shortened to the next delayed call), and dispatch
- * what became ready.  Triggers do not run.  Returns the number of callbacks
- * run, or a negative code.  Not to be called from inside a callback. */
+/* One pass of the loop, for embedding in another event loop: wait at most
+ * `timeout` for I/O (0: poll, -1: until something happens; shortened to the
+ * next delayed call, and 0 when soon calls are queued), dispatch the ready
+ * descriptors, then run the delayed calls that are due, then the soon calls.
+ * Triggers do not run.  Returns the number of callbacks run, or a negative
+ * code; TW_EALREADY when called from inside a callback of this reactor. */
 int tw_reactor_iterate(tw_reactor_t *r, tw_time_t timeout);
 
 /* The reactor's idea of now: the monotonic time cached at the start of this
@@ -119,7 +122,7 @@ typedef void (*tw_io_cb)(tw_reactor_t *r, int fd, void *arg);
 /* Watch `fd` for reading (writing) and call cb(r, fd, arg) when it is ready.
  * Replaces an earlier reader (writer) for the same fd.  The descriptor stays
  * the caller's: remove its watchers before closing it.  Returns 0, -EBADF
- * for a negative fd, TW_EFDSETSIZE on the select backend for fd >=
+ * for a negative fd, -EINVAL for a NULL cb, TW_EFDSETSIZE on the select backend for fd >=
  * FD_SETSIZE, -EPERM on epoll for a regular file, or -ENOMEM. */
 int tw_reactor_add_reader(tw_reactor_t *r, int fd, tw_io_cb cb, void *arg);
 int tw_reactor_add_writer(tw_reactor_t *r, int fd, tw_io_cb cb, void *arg);
@@ -153,14 +156,17 @@ struct tw_timer {
     tw_reactor_t *r;    /* private */
     tw_timer_cb cb;     /* private */
     void *arg;          /* private */
+    uint64_t seq;       /* private: scheduling order, breaks ties */
 };
 
 /* Prepare an embedded timer for reactor r, calling cb(t, arg) when it fires.
  * The timer is idle until started. */
 void tw_timer_init(tw_timer_t *t, tw_reactor_t *r, tw_timer_cb cb, void *arg);
 
-/* Schedule the timer `delay` from now (delay <= 0: as soon as possible, on
- * the next iteration), or at the absolute monotonic time `when`.  A timer
+/* Schedule the timer `delay` from now (delay <= 0: due now; it runs with the
+ * due timers of this iteration if scheduled from an I/O callback, or of the
+ * next one if scheduled from a timer), or at the absolute monotonic time
+ * `when`.  A timer
  * that is already active is moved.  Returns 0 or -ENOMEM. */
 int tw_timer_start(tw_timer_t *t, tw_time_t delay);
 int tw_timer_start_at(tw_timer_t *t, tw_time_t when);
@@ -184,8 +190,9 @@ tw_time_t tw_timer_deadline(const tw_timer_t *t);
 
 /* Twisted's callLater / callAt, and sched's enter / enterabs.  The returned
  * timer is allocated and owned by the reactor: it is valid until its
- * callback returns or it is cancelled with tw_timer_cancel(), and is freed by
- * the reactor then; it may be reset or delayed in between.  Returns NULL when
+ * callback returns (unless the callback started it again) or it is cancelled
+ * with tw_timer_cancel(), and is freed by the reactor then; it may be reset
+ * or delayed in between.  Returns NULL when
  * memory is exhausted. */
 tw_timer_t *tw_reactor_call_later(tw_reactor_t *r, tw_time_t delay, tw_timer_cb cb, void *arg);
 tw_timer_t *tw_reactor_call_at(tw_reactor_t *r, tw_time_t when, tw_timer_cb cb, void *arg);
@@ -197,9 +204,11 @@ int tw_reactor_timer_count(const tw_reactor_t *r);
 
 typedef void (*tw_call_cb)(tw_reactor_t *r, void *arg);
 
-/* Call cb(r, arg) on the next iteration, before waiting for I/O.  Calls run
- * in the order made; a call made from a soon call runs on the iteration
- * after, so soon calls cannot starve I/O.  Returns 0 or -ENOMEM. */
+/* Call cb(r, arg) soon: at the end of this iteration (after the due timers)
+ * or, if made from a soon call, at the end of the next one, so soon calls
+ * cannot starve I/O; the reactor does not block for I/O while soon calls
+ * are queued.  Calls run in the order made.  Returns 0, -EINVAL (NULL cb)
+ * or -ENOMEM. */
 int tw_reactor_call_soon(tw_reactor_t *r, tw_call_cb cb, void *arg);
 
 /* Call cb once the reactor is running: now-ish (as a soon call) if it is,
@@ -242,10 +251,12 @@ int tw_reactor_on_signal(tw_reactor_t *r, int signo, tw_signal_cb cb, void *arg)
  * iteration.  The one function here that any thread may call, at any time
  * while the reactor exists (not concurrently with tw_reactor_free).  Calls
  * are never lost and never run twice; calls made by one thread run in the
- * order made.  Never blocks on the reactor: the queue grows as needed, and
- * the reactor runs only the calls queued before each iteration began, so a
- * flood cannot starve I/O.  Calls still queued when the reactor is freed are
- * dropped.  Returns 0 or -ENOMEM. */
+ * order made.  Never blocks on the reactor: the queue grows as needed.  When
+ * woken, the reactor takes the whole queue at once and runs those calls;
+ * calls made after that wait for the next wake-up, after other ready
+ * descriptors have been served, so a flood cannot starve I/O.  Calls still
+ * queued when the reactor is freed are dropped.  Returns 0, -EINVAL (NULL
+ * cb) or -ENOMEM. */
 int tw_call_from_thread(tw_reactor_t *r, tw_call_cb cb, void *arg);
 
 #endif
