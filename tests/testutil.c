@@ -39,3 +39,17 @@ void tw_test_socketpair(int fds[2])
 {
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
 }
+
+bool tw_test_iterate_until(tw_reactor_t *r, const int *counter, int want, int max_iters)
+{
+    tw_time_t give_up = tw_time_now() + TW_SEC(30);
+    for (int i = 0; i < max_iters && *counter < want && tw_time_now() < give_up; i++)
+        assert_true(tw_reactor_iterate(r, TW_MSEC(50)) >= 0);
+    return *counter >= want;
+}
+
+void tw_test_poke(int fd)
+{
+    char c = 'x';
+    assert_int_equal(write(fd, &c, 1), 1);
+}

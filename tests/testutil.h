@@ -3,6 +3,7 @@
 #define TW_TESTUTIL_H
 
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -22,6 +23,15 @@ long tw_test_raise_nofile(long want);
 /* pipe2 / socketpair with O_NONBLOCK | O_CLOEXEC; asserts on failure. */
 void tw_test_pipe(int fds[2]);
 void tw_test_socketpair(int fds[2]);
+
+/* Iterate `r` until *counter >= want: at most max_iters passes, each waiting
+ * at most 50 ms for something to happen, and at most 30 s in all (a guard
+ * against a hang, never what decides a correct run).  Returns whether
+ * *counter reached want. */
+bool tw_test_iterate_until(tw_reactor_t *r, const int *counter, int want, int max_iters);
+
+/* Write one byte to fd (a pipe or socket); asserts that it was written. */
+void tw_test_poke(int fd);
 
 /* Run `tests` after the backend check; use as main's body. */
 #define TW_TEST_MAIN(tests)                                                                 \
