@@ -8,7 +8,6 @@
  * O(log n); finding the next deadline is O(1). */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <math.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -32,7 +31,7 @@ tw_time_t tw_seconds(double s)
         return 0;
     if (s >= 9.2e9) /* INT64_MAX ns is about 9.22e9 s */
         return TW_TIME_MAX;
-    return (tw_time_t)llround(s * 1e9);
+    return (tw_time_t)(s * 1e9 + 0.5);
 }
 
 void tw__update_time(tw_reactor_t *r)
