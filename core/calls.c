@@ -1,14 +1,16 @@
 /* calls.c -- call queues, the waker, and tw_call_from_thread.
  *
- * Other threads append {cb, arg} to a vector under a mutex.  The waker (an
+ * Other threads append {cb, arg} to a vector under a mutex: one vector and
+ * mutex per shard, a thread always using the same shard.  The waker (an
  * eventfd on Linux, a non-blocking pipe elsewhere) is written only when the
- * "wake pending" flag, kept under the same mutex, was clear: a flood of calls
- * costs one write per loop iteration, not one per call.  The loop drains the
- * waker, swaps the whole vector out in O(1) under the mutex, clears the flag,
- * and runs the calls outside it (reactor.c, reactor_wake_cb). */
+ * shard's "wake pending" flag, kept under the same mutex, was clear: a flood
+ * of calls costs one write per burst, not one per call.  The loop drains the
+ * waker, swaps each vector out in O(1) under its mutex, and runs the calls
+ * outside it. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <unistd.h>
 #ifdef __linux__
@@ -42,25 +44,76 @@ void tw__callq_free(tw__callq_t *q)
     *q = (tw__callq_t){ 0 };
 }
 
+void tw__thread_calls_init(tw_reactor_t *r)
+{
+    for (int i = 0; i < TW__XQ_SHARDS; i++) {
+        pthread_mutex_init(&r->xq[i].lock, NULL);
+        r->xq[i].q.n = 0;
+        r->xq[i].pending = 0;
+    }
+}
+
+void tw__thread_calls_fini(tw_reactor_t *r)
+{
+    for (int i = 0; i < TW__XQ_SHARDS; i++) {
+        tw__callq_free(&r->xq[i].q);
+        pthread_mutex_destroy(&r->xq[i].lock);
+    }
+}
+
 int tw_call_from_thread(tw_reactor_t *r, tw_call_cb cb, void *arg)
 {
+    static atomic_uint next_shard;
+    static _Thread_local unsigned shard = UINT_MAX;
     if (!cb)
         return -EINVAL;
-    pthread_mutex_lock(&r->tq_lock);
-    tw__callq_t *q = &r->tq;
+    if (shard == UINT_MAX) /* a thread keeps its shard: its calls stay in order */
+        shard = atomic_fetch_add_explicit(&next_shard, 1, memory_order_relaxed) % TW__XQ_SHARDS;
+    tw__xq_t *x = &r->xq[shard];
+
+    pthread_mutex_lock(&x->lock);
+    tw__callq_t *q = &x->q;
     int rc = 0;
     if (q->n < q->cap)
         q->v[q->n++] = (tw__call_t){ cb, arg };
     else
         rc = tw__callq_push(q, cb, arg);
-    int wake = rc == 0 && !r->tq_pending;
+    int wake = rc == 0 && !x->pending;
     if (wake)
-        r->tq_pending = 1;
+        x->pending = 1;
     int wfd = r->wake_wfd;
-    pthread_mutex_unlock(&r->tq_lock);
+    pthread_mutex_unlock(&x->lock);
     if (wake)
         tw__waker_wake(wfd);
     return rc;
+}
+
+/* Take the calls of each shard and run them.  While calls keep coming, a
+ * shard's `pending` stays set, so its producers skip the waker write, and the
+ * loop looks again on its next iteration (after polling I/O without
+ * blocking).  `pending` is cleared only by a look that finds the shard
+ * empty; its next producer then writes the waker, so no call is missed. */
+int tw__thread_calls_run(tw_reactor_t *r)
+{
+    int ran = 0, busy = 0;
+    for (int i = 0; i < TW__XQ_SHARDS; i++) {
+        tw__xq_t *x = &r->xq[i];
+        pthread_mutex_lock(&x->lock);
+        tw__callq_t run = x->q;
+        x->q = r->tq_run;
+        if (run.n == 0)
+            x->pending = 0;
+        pthread_mutex_unlock(&x->lock);
+        busy |= run.n != 0;
+        for (size_t k = 0; k < run.n; k++)
+            run.v[k].cb(r, run.v[k].arg);
+        ran += (int)run.n;
+        run.n = 0;
+        r->tq_run = run;
+    }
+    r->tq_poll = busy;
+    r->tq_taken = 1;
+    return ran;
 }
 
 /* ---- the waker -------------------------------------------------------- */

@@ -54,6 +54,17 @@ typedef struct tw__callq {
     size_t n, cap;
 } tw__callq_t;
 
+/* Calls from other threads: one shard per producer thread (threads are
+ * spread over the shards round-robin), each on cache lines of its own (the
+ * reactor is allocated 64-byte aligned), so producers rarely share a lock and
+ * the loop's bookkeeping never bounces the lines they use on every call. */
+#define TW__XQ_SHARDS 4
+typedef struct tw__xq {
+    _Alignas(64) pthread_mutex_t lock;
+    tw__callq_t q; /* guarded by lock */
+    int pending;   /* guarded by lock: the loop will look at q without a wake-up */
+} tw__xq_t;
+
 typedef struct tw__trigger {
     int id;
     uint8_t phase, event, dead;
@@ -99,12 +110,11 @@ struct tw_reactor {
     pthread_t owner;
 
     /* waker: thread calls and signals */
-    int wake_rfd, wake_wfd; /* eventfd: both the same fd */
-    pthread_mutex_t tq_lock;
-    tw__callq_t tq, tq_run;  /* tq guarded by tq_lock */
-    int tq_pending;           /* guarded by tq_lock: the loop will look at tq */
+    int wake_rfd, wake_wfd;   /* eventfd: both the same fd; wfd read by producers */
+    tw__callq_t tq_run;       /* thread calls being run */
     int tq_poll;              /* the last look found calls: look again next time */
-    int tq_taken;             /* the queue was taken during this iteration */
+    int tq_taken;             /* the queues were taken during this iteration */
+    tw__xq_t xq[TW__XQ_SHARDS];
 
     /* signals */
     int sig_slot; /* index in the process-wide table, or -1 */
@@ -122,6 +132,9 @@ void tw__update_time(tw_reactor_t *r);
 /* calls.c (queues, waker, thread calls) */
 int tw__callq_push(tw__callq_t *q, tw_call_cb cb, void *arg);
 void tw__callq_free(tw__callq_t *q);
+void tw__thread_calls_init(tw_reactor_t *r);
+void tw__thread_calls_fini(tw_reactor_t *r);
+int tw__thread_calls_run(tw_reactor_t *r);   /* take and run what was queued */
 int tw__waker_open(tw_reactor_t *r);
 void tw__waker_close(tw_reactor_t *r);
 void tw__waker_wake(int wfd);                 /* async-signal-safe */

@@ -31,14 +31,16 @@ static void reactor_wake_cb(tw_reactor_t *r, int fd, void *arg);
 int tw_reactor_new(tw_reactor_t **out)
 {
     tw__sigpipe_ignore_once();
-    tw_reactor_t *r = calloc(1, sizeof *r);
+    size_t size = (sizeof(tw_reactor_t) + 63) & ~(size_t)63;
+    tw_reactor_t *r = aligned_alloc(64, size); /* see tw__xq_t in internal.h */
     if (!r)
         return -ENOMEM;
+    memset(r, 0, size);
     r->owner = pthread_self();
     r->sig_slot = -1;
     r->wake_rfd = r->wake_wfd = -1;
     r->trig_next_id = 1;
-    pthread_mutex_init(&r->tq_lock, NULL);
+    tw__thread_calls_init(r);
     tw__timers_init(r);
 
     int rc = tw__backend.init(&r->be);
@@ -67,9 +69,8 @@ void tw_reactor_free(tw_reactor_t *r)
     tw__timers_fini(r);
     tw__callq_free(&r->soon);
     tw__callq_free(&r->soon_run);
-    tw__callq_free(&r->tq);
+    tw__thread_calls_fini(r);
     tw__callq_free(&r->tq_run);
-    pthread_mutex_destroy(&r->tq_lock);
     free(r->trig);
     free(r->fds);
     free(r->fired);
@@ -244,36 +245,12 @@ static int reactor_run_calls(tw_reactor_t *r, tw__callq_t *q, tw__callq_t *spare
 
 /* ---- the thread waker ------------------------------------------------- */
 
-/* Take the calls other threads have queued and run them.  While calls keep
- * coming, tq_pending stays set, so producers skip the waker write, and the
- * loop looks again on its next iteration (after polling I/O without
- * blocking).  tq_pending is cleared only by a look that finds the queue
- * empty; the next producer then writes the waker, so no call is missed. */
-static int reactor_thread_calls(tw_reactor_t *r)
-{
-    pthread_mutex_lock(&r->tq_lock);
-    tw__callq_t run = r->tq;
-    r->tq = r->tq_run;
-    r->tq_poll = run.n != 0;
-    if (!r->tq_poll)
-        r->tq_pending = 0;
-    pthread_mutex_unlock(&r->tq_lock);
-    r->tq_taken = 1;
-
-    for (size_t i = 0; i < run.n; i++)
-        run.v[i].cb(r, run.v[i].arg);
-    int ran = (int)run.n;
-    run.n = 0;
-    r->tq_run = run;
-    return ran;
-}
-
 static void reactor_wake_cb(tw_reactor_t *r, int fd, void *arg)
 {
     (void)arg;
     tw__waker_drain(fd);
     tw__signals_dispatch(r);
-    reactor_thread_calls(r);
+    tw__thread_calls_run(r);
 }
 
 /* ---- iterate ---------------------------------------------------------- */
@@ -323,10 +300,11 @@ static int reactor_iterate(tw_reactor_t *r, tw_time_t timeout)
         return n;
     }
     tw__update_time(r);
-    r->tq_taken = 0;
+    if (r->tq_taken)
+        r->tq_taken = 0;
     int ran = reactor_dispatch(r, n);
     if (r->tq_poll && !r->tq_taken)
-        ran += reactor_thread_calls(r);
+        ran += tw__thread_calls_run(r);
     ran += tw__timers_run(r);
     ran += reactor_run_calls(r, &r->soon, &r->soon_run);
     r->in_loop = 0;
@@ -515,10 +493,7 @@ int tw_reactor_after_fork(tw_reactor_t *r)
             return rc;
     }
     tw__waker_close(r);
-    pthread_mutex_destroy(&r->tq_lock);
-    pthread_mutex_init(&r->tq_lock, NULL);
-    r->tq.n = 0;
-    r->tq_pending = 0;
+    tw__thread_calls_init(r); /* a lock may have been held by a parent thread */
     r->tq_poll = 0;
     if ((rc = tw__waker_open(r)) != 0)
         return rc;

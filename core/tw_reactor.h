@@ -76,8 +76,9 @@ const char *tw_reactor_backend_name(void);
                            * application already asked for them with
                            * tw_reactor_on_signal); removed again on return */
 
-/* Run until tw_reactor_stop().  Each iteration is one tw_reactor_iterate().  Fires the startup triggers (before, during,
- * after; tw_reactor_call_when_running calls run with "after"), then loops; on
+/* Run until tw_reactor_stop().  Fires the startup triggers (before, during,
+ * after; tw_reactor_call_when_running calls run with "after"), then loops,
+ * each pass being one tw_reactor_iterate(); on
  * stop it fires the shutdown triggers (before, during, after) and returns 0.
  * May be called again after it returns: each run is a new startup and each
  * stop a new shutdown.  Returns TW_EALREADY if the reactor is already running
