@@ -146,7 +146,7 @@ $(REL)/pkgconfig/%.pc: Makefile $(REL)/pkgconfig/.dirs
 	printf '%s\n' "prefix=$(PREFIX)" "libdir=$(LIBDIR)" "includedir=$(INCLUDEDIR)" "" \
 	  "Name: $*" "Description: $$desc" "Version: $(VERSION)" \
 	  "Cflags: -I\$${includedir}/twine" "Libs: -L\$${libdir} $$libs" \
-	  "Libs.private: -pthread -lm" > $@
+	  "Libs.private: -pthread" > $@
 
 # ---- examples -----------------------------------------------------------------
 
