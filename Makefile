@@ -118,16 +118,19 @@ all: deps-build
 libs: $(STATIC) $(SHARED) $(PCFILES) $(EXAMPLES:%=$(REL)/examples/%)
 
 $(REL)/lib/libtwine.so.$(VERSION): $(CORE_SRC:%.c=$(REL)/obj/%.o)
-	$(CC) -shared -pthread -Wl,-soname,libtwine.so.$(SOVERSION) -o $@ $^ -lm
+	@mkdir -p $(@D)
+	$(CC) -shared -pthread -Wl,-soname,libtwine.so.$(SOVERSION) -o $@ $^
 	ln -sf $(notdir $@) $(@D)/libtwine.so.$(SOVERSION)
 	ln -sf $(notdir $@) $(@D)/libtwine.so
 
 $(REL)/lib/libtwine-default.so.$(VERSION): $(REL)/obj/reactors/$(DEFAULT_BACKEND).o
+	@mkdir -p $(@D)
 	$(CC) -shared -Wl,-soname,libtwine-default.so.$(SOVERSION) -o $@ $^
 	ln -sf $(notdir $@) $(@D)/libtwine-default.so.$(SOVERSION)
 	ln -sf $(notdir $@) $(@D)/libtwine-default.so
 
 $(REL)/lib/libtwine-%.so.$(VERSION): $(REL)/obj/reactors/%.o
+	@mkdir -p $(@D)
 	$(CC) -shared -Wl,-soname,libtwine-$*.so.$(SOVERSION) -o $@ $^
 	ln -sf $(notdir $@) $(@D)/libtwine-$*.so.$(SOVERSION)
 	ln -sf $(notdir $@) $(@D)/libtwine-$*.so
