@@ -1,7 +1,8 @@
 /* calls.c -- call queues, the waker, and tw_call_from_thread.
  *
- * Other threads append {cb, arg} to a vector under a mutex: one vector and
- * mutex per shard, a thread always using the same shard.  The waker (an
+ * Other threads append {cb, arg, seq} to a vector under a mutex: one vector
+ * and mutex per shard, a thread always using the same shard, and seq from one
+ * counter, so the loop can run the calls of all shards in the order made.  The waker (an
  * eventfd on Linux, a non-blocking pipe elsewhere) is written only when the
  * shard's "wake pending" flag, kept under the same mutex, was clear: a flood
  * of calls costs one write per burst, not one per call.  The loop drains the
@@ -34,7 +35,7 @@ int tw__callq_push(tw__callq_t *q, tw_call_cb cb, void *arg)
 {
     if (q->n == q->cap && callq_grow(q))
         return -ENOMEM;
-    q->v[q->n++] = (tw__call_t){ cb, arg };
+    q->v[q->n++] = (tw__call_t){ cb, arg, 0 };
     return 0;
 }
 
@@ -47,7 +48,15 @@ void tw__callq_free(tw__callq_t *q)
 void tw__thread_calls_init(tw_reactor_t *r)
 {
     for (int i = 0; i < TW__XQ_SHARDS; i++) {
-        pthread_mutex_init(&r->xq[i].lock, NULL);
+        /* Critical sections are a few instructions: spin briefly before
+         * sleeping in the kernel, where the platform offers it. */
+        pthread_mutexattr_t a;
+        pthread_mutexattr_init(&a);
+#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
+        pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif
+        pthread_mutex_init(&r->xq[i].lock, &a);
+        pthread_mutexattr_destroy(&a);
         r->xq[i].q.n = 0;
         r->xq[i].pending = 0;
     }
@@ -57,6 +66,7 @@ void tw__thread_calls_fini(tw_reactor_t *r)
 {
     for (int i = 0; i < TW__XQ_SHARDS; i++) {
         tw__callq_free(&r->xq[i].q);
+        tw__callq_free(&r->tq_run[i]);
         pthread_mutex_destroy(&r->xq[i].lock);
     }
 }
@@ -67,17 +77,22 @@ int tw_call_from_thread(tw_reactor_t *r, tw_call_cb cb, void *arg)
     static _Thread_local unsigned shard = UINT_MAX;
     if (!cb)
         return -EINVAL;
-    if (shard == UINT_MAX) /* a thread keeps its shard: its calls stay in order */
+    if (shard == UINT_MAX) /* a thread keeps its shard */
         shard = atomic_fetch_add_explicit(&next_shard, 1, memory_order_relaxed) % TW__XQ_SHARDS;
     tw__xq_t *x = &r->xq[shard];
 
     pthread_mutex_lock(&x->lock);
+    /* Taken under the lock, so each shard is sorted by seq.  One atomic
+     * counter has one modification order, consistent with happens-before:
+     * a call made after another (in any thread that can tell) gets a larger
+     * number. */
+    uint64_t seq = atomic_fetch_add_explicit(&r->xseq.next, 1, memory_order_relaxed);
     tw__callq_t *q = &x->q;
     int rc = 0;
-    if (q->n < q->cap)
-        q->v[q->n++] = (tw__call_t){ cb, arg };
-    else
-        rc = tw__callq_push(q, cb, arg);
+    if (q->n == q->cap)
+        rc = callq_grow(q);
+    if (rc == 0)
+        q->v[q->n++] = (tw__call_t){ cb, arg, seq };
     int wake = rc == 0 && !x->pending;
     if (wake)
         x->pending = 1;
@@ -88,32 +103,59 @@ int tw_call_from_thread(tw_reactor_t *r, tw_call_cb cb, void *arg)
     return rc;
 }
 
-/* Take the calls of each shard and run them.  While calls keep coming, a
- * shard's `pending` stays set, so its producers skip the waker write, and the
- * loop looks again on its next iteration (after polling I/O without
- * blocking).  `pending` is cleared only by a look that finds the shard
- * empty; its next producer then writes the waker, so no call is missed. */
+/* Take the calls of every shard and run them in the order they were made.
+ *
+ * All shards are taken while all their locks are held, so the batch is
+ * closed under "happened before": if a call in the batch was made after
+ * another one, that one is in the batch too (or ran earlier).  The shards are
+ * then merged by sequence number.
+ *
+ * While calls keep coming, a shard's `pending` stays set, so its producers
+ * skip the waker write, and the loop looks again on its next iteration
+ * (after polling I/O without blocking).  `pending` is cleared only by a look
+ * that finds the shard empty; its next producer then writes the waker, so no
+ * call is missed. */
 int tw__thread_calls_run(tw_reactor_t *r)
 {
-    int ran = 0, busy = 0;
+    tw__callq_t *run = r->tq_run;
+    size_t total = 0, at[TW__XQ_SHARDS] = { 0 };
+    for (int i = 0; i < TW__XQ_SHARDS; i++)
+        pthread_mutex_lock(&r->xq[i].lock);
     for (int i = 0; i < TW__XQ_SHARDS; i++) {
         tw__xq_t *x = &r->xq[i];
-        pthread_mutex_lock(&x->lock);
-        tw__callq_t run = x->q;
-        x->q = r->tq_run;
-        if (run.n == 0)
+        tw__callq_t q = x->q;
+        x->q = run[i];
+        run[i] = q;
+        if (q.n == 0)
             x->pending = 0;
-        pthread_mutex_unlock(&x->lock);
-        busy |= run.n != 0;
-        for (size_t k = 0; k < run.n; k++)
-            run.v[k].cb(r, run.v[k].arg);
-        ran += (int)run.n;
-        run.n = 0;
-        r->tq_run = run;
+        total += q.n;
     }
-    r->tq_poll = busy;
+    for (int i = TW__XQ_SHARDS - 1; i >= 0; i--)
+        pthread_mutex_unlock(&r->xq[i].lock);
+    r->tq_poll = total != 0;
     r->tq_taken = 1;
-    return ran;
+
+    int busy = -1, nbusy = 0;
+    for (int i = 0; i < TW__XQ_SHARDS; i++)
+        if (run[i].n)
+            busy = i, nbusy++;
+    if (nbusy == 1) { /* one shard: already in order */
+        for (size_t k = 0; k < total; k++)
+            run[busy].v[k].cb(r, run[busy].v[k].arg);
+    } else {
+        for (size_t done = 0; done < total; done++) {
+            int best = -1;
+            for (int i = 0; i < TW__XQ_SHARDS; i++)
+                if (at[i] < run[i].n &&
+                    (best < 0 || run[i].v[at[i]].seq < run[best].v[at[best]].seq))
+                    best = i;
+            tw__call_t c = run[best].v[at[best]++];
+            c.cb(r, c.arg);
+        }
+    }
+    for (int i = 0; i < TW__XQ_SHARDS; i++)
+        run[i].n = 0;
+    return (int)total;
 }
 
 /* ---- the waker -------------------------------------------------------- */

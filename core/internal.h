@@ -46,6 +46,7 @@ typedef struct tw__hent {
 typedef struct tw__call {
     tw_call_cb cb;
     void *arg;
+    uint64_t seq; /* thread calls: the order they were made in, across threads */
 } tw__call_t;
 
 /* A growable FIFO of calls (soon calls, thread calls). */
@@ -57,7 +58,8 @@ typedef struct tw__callq {
 /* Calls from other threads: one shard per producer thread (threads are
  * spread over the shards round-robin), each on cache lines of its own (the
  * reactor is allocated 64-byte aligned), so producers rarely share a lock and
- * the loop's bookkeeping never bounces the lines they use on every call. */
+ * the loop's bookkeeping never bounces the lines they use on every call.  A
+ * sequence number from one counter orders calls across shards. */
 #define TW__XQ_SHARDS 4
 typedef struct tw__xq {
     _Alignas(64) pthread_mutex_t lock;
@@ -111,10 +113,13 @@ struct tw_reactor {
 
     /* waker: thread calls and signals */
     int wake_rfd, wake_wfd;   /* eventfd: both the same fd; wfd read by producers */
-    tw__callq_t tq_run;       /* thread calls being run */
+    tw__callq_t tq_run[TW__XQ_SHARDS]; /* thread calls being run */
     int tq_poll;              /* the last look found calls: look again next time */
     int tq_taken;             /* the queues were taken during this iteration */
     tw__xq_t xq[TW__XQ_SHARDS];
+    struct {
+        _Alignas(64) _Atomic uint64_t next; /* taken under a shard's lock */
+    } xseq;
 
     /* signals */
     int sig_slot; /* index in the process-wide table, or -1 */

@@ -70,7 +70,6 @@ void tw_reactor_free(tw_reactor_t *r)
     tw__callq_free(&r->soon);
     tw__callq_free(&r->soon_run);
     tw__thread_calls_fini(r);
-    tw__callq_free(&r->tq_run);
     free(r->trig);
     free(r->fds);
     free(r->fired);

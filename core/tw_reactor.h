@@ -251,8 +251,10 @@ int tw_reactor_on_signal(tw_reactor_t *r, int signo, tw_signal_cb cb, void *arg)
 /* Twisted's callFromThread: run cb(r, arg) in the reactor thread, on its next
  * iteration.  The one function here that any thread may call, at any time
  * while the reactor exists (not concurrently with tw_reactor_free).  Calls
- * are never lost and never run twice; calls made by one thread run in the
- * order made.  Never blocks on the reactor: the queue grows as needed.  When
+ * are never lost and never run twice, and run in the order made: calls of
+ * one thread in program order, and of different threads whenever one call
+ * happened before the other (the caller of the second could know that the
+ * first was made, e.g. after a join, a lock or an atomic flag).  Never blocks on the reactor: the queue grows as needed.  When
  * woken, the reactor takes the whole queue at once and runs those calls;
  * calls made after that wait for the next wake-up, after other ready
  * descriptors have been served, so a flood cannot starve I/O.  Calls still

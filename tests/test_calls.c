@@ -139,6 +139,64 @@ typedef struct self_item {
     int tag;
 } self_item_t;
 
+/* ---- order across threads ------------------------------------------------ */
+
+/* Two threads take turns: A calls, then lets B call, then waits for its turn
+ * again.  Each call happens after the previous one, so the reactor must run
+ * them in exactly the order made, although they come from two threads (and
+ * so from two of the reactor's queue shards). */
+enum { TURNS = 20000 };
+
+typedef struct relay {
+    tw_reactor_t *r;
+    atomic_int turn;   /* the number of the next call to make */
+    atomic_int errors;
+    int next;          /* reactor thread only: the number expected next */
+    int ran, out_of_order;
+} relay_t;
+
+static relay_t *relay_g;
+
+static void relay_cb(tw_reactor_t *r, void *arg)
+{
+    (void)r;
+    if ((int)(intptr_t)arg != relay_g->next)
+        relay_g->out_of_order++;
+    relay_g->next = (int)(intptr_t)arg + 1;
+    relay_g->ran++;
+}
+
+static void *relay_main(void *arg)
+{
+    relay_t *rl = relay_g;
+    int parity = (int)(intptr_t)arg;
+    for (int n = parity; n < 2 * TURNS; n += 2) {
+        while (atomic_load(&rl->turn) != n)
+            sched_yield();
+        if (tw_call_from_thread(rl->r, relay_cb, (void *)(intptr_t)n) != 0)
+            atomic_fetch_add(&rl->errors, 1);
+        atomic_store(&rl->turn, n + 1);
+    }
+    return NULL;
+}
+
+static void calls_from_two_threads_run_in_the_order_made(void **state)
+{
+    (void)state;
+    relay_t rl = { .r = new_reactor() };
+    relay_g = &rl;
+    pthread_t a, b;
+    assert_int_equal(pthread_create(&a, NULL, relay_main, (void *)(intptr_t)0), 0);
+    assert_int_equal(pthread_create(&b, NULL, relay_main, (void *)(intptr_t)1), 0);
+    assert_true(tw_test_iterate_until(rl.r, &rl.ran, 2 * TURNS, 100000000));
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    assert_int_equal(atomic_load(&rl.errors), 0);
+    assert_int_equal(rl.ran, 2 * TURNS);
+    assert_int_equal(rl.out_of_order, 0);
+    tw_reactor_free(rl.r);
+}
+
 static void self_cb(tw_reactor_t *r, void *arg)
 {
     self_item_t *it = arg;
@@ -326,6 +384,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(eight_threads_calls_run_once_in_reactor_thread_in_order),
+        cmocka_unit_test(calls_from_two_threads_run_in_the_order_made),
         cmocka_unit_test(calls_from_reactor_thread_run_on_a_later_iteration),
         cmocka_unit_test(flood_of_thread_calls_does_not_starve_io),
         cmocka_unit_test(calls_queued_before_free_are_dropped),
