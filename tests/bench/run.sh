@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# tests/bench/run.sh REL_DIR -- reactor benchmarks: twine against libuv and libevent,
+# and twine's readiness backends against each other.
+#
+# Builds bench_timers and bench_xthread from tests/bench/ against
+# REL_DIR/lib/libtwine.a + libtwine-default.a (make bench does that first) into
+# REL_DIR/bench/, runs every implementation interleaved within each repetition,
+# and prints one Markdown table per metric (median (min–max), twine's speed-up
+# over each peer, the target and PASS/MISS).
+#
+# It also builds bench_backends once per backend this platform has natively
+# (Linux: select, poll, epoll; BSD/macOS: select, poll, kqueue), linked with
+# REL_DIR/lib/libtwine.a + libtwine-<backend>.a (made here with make when
+# REL_DIR is inside the tree) into REL_DIR/bench/bench_backends-<backend>, and
+# runs each at IDLE = 10, 500, 1000, 10000 idle watched descriptors (select
+# only up to 1000, below FD_SETSIZE), interleaved with the others in every
+# repetition.  Two tables, no targets.  A run that exits 77 (descriptor limit
+# too low, or an fd beyond FD_SETSIZE) is reported as skipped, not failed.
+#
+#   BENCH_REPS=n   repetitions (default 3)
+#   BENCH_QUICK=1  smoke run, about 10 s: 1 repetition, small sizes (N 1k/100k,
+#                  200k fired timers, M = 300k, 1000 latency calls,
+#                  backends: 1/5 of the rounds, 20k add+remove pairs)
+#
+# Files: REL_DIR/bench/results-<stamp>.txt (every RESULT line, tagged rep=) and
+# REL_DIR/bench/tables-<stamp>.md.  Every benchmark process runs under
+# `timeout 120`; nothing else is started or killed.  Exit status 1 when a
+# benchmark failed its own checks (a missed performance target is not a failure).
+# Full default run: about 100 s on 2 vCPUs (BENCH_QUICK=1: about 15 s).
+set -euo pipefail
+
+[[ $# -eq 1 ]] || { echo "usage: $0 REL_DIR" >&2; exit 2; }
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+rel=$(cd "$1" && pwd)
+out=$rel/bench
+cd "$root"
+
+for lib in "$rel/lib/libtwine.a" "$rel/lib/libtwine-default.a"; do
+    [[ -f $lib ]] || { echo "run.sh: $lib is missing (make $lib)" >&2; exit 2; }
+done
+
+REPS=${BENCH_REPS:-3}
+TIMER_NS="1000 1000000"
+XT_KS="1 4"
+M=1000000
+LAT_N=3000
+IMPLS="twine uv ev"
+BE_IDLES="10 500 1000 10000"
+BE_SELECT_MAX=1000   # select: idle + the reactor's and the bench's fds < FD_SETSIZE
+BE_DIV=1
+case $(uname -s) in
+    Linux) BE_IMPLS="select poll epoll" ;;
+    Darwin | FreeBSD | OpenBSD | NetBSD | DragonFly) BE_IMPLS="select poll kqueue" ;;
+    *) BE_IMPLS="select poll" ;;
+esac
+quick=0
+if [[ ${BENCH_QUICK:-0} == 1 ]]; then
+    quick=1
+    REPS=${BENCH_REPS:-1}
+    TIMER_NS="1000 100000"
+    M=300000
+    LAT_N=1000
+    export BENCH_FIRE=200000
+    export BENCH_ADDRM=20000
+    BE_DIV=5
+fi
+
+# bench_backends rounds for BACKEND IDLE: about 0.5 s of ping-pong each on a
+# 2-vCPU VM (select and poll cost grows with IDLE; epoll and kqueue do not).
+be_rounds() {
+    local r
+    case $1:$2 in
+        epoll:* | kqueue:*) r=60000 ;;
+        *:10) r=60000 ;;
+        *:500) r=8000 ;;
+        *:1000) r=4000 ;;
+        *) r=200 ;;
+    esac
+    echo $(( r / BE_DIV > 20 ? r / BE_DIV : 20 ))
+}
+be_runs() { # how many bench_backends processes one repetition starts
+    local b n c=0
+    for n in $BE_IDLES; do
+        for b in $BE_IMPLS; do
+            [[ $b == select && $n -gt $BE_SELECT_MAX ]] || c=$((c + 1))
+        done
+    done
+    echo $c
+}
+
+# ---- build --------------------------------------------------------------------
+CC=${CC:-cc}
+mkdir -p "$out"
+deps=$(pkg-config --cflags --libs libuv libevent libevent_pthreads)
+for prog in bench_timers bench_xthread; do
+    # shellcheck disable=SC2086
+    $CC -O2 -g -pthread -Icore -Wall -Wextra -Werror -o "$out/$prog" "tests/bench/$prog.c" \
+        "$rel/lib/libtwine.a" "$rel/lib/libtwine-default.a" -lm $deps
+done
+rel_in_tree=${rel#"$root"/}
+if [[ $rel_in_tree != "$rel" ]]; then   # bring the backend archives up to date
+    make -s -C "$root" --no-print-directory $(printf "$rel_in_tree/lib/libtwine-%s.a " $BE_IMPLS) >&2
+fi
+for b in $BE_IMPLS; do
+    lib=$rel/lib/libtwine-$b.a
+    [[ -f $lib ]] || { echo "run.sh: $lib is missing (make libs)" >&2; exit 2; }
+    $CC -O2 -g -pthread -Icore -Wall -Wextra -Werror -o "$out/bench_backends-$b" \
+        tests/bench/bench_backends.c "$rel/lib/libtwine.a" "$lib" -lm
+done
+
+# ---- run ----------------------------------------------------------------------
+stamp=$(date -u +%Y%m%d-%H%M%S)
+((quick)) && stamp="quick-$stamp"
+raw=$out/results-$stamp.txt
+tables=$out/tables-$stamp.md
+{
+    echo "# twine reactor benchmarks, $(date -u '+%Y-%m-%d %H:%M:%S UTC')$( ((quick)) && echo ' (BENCH_QUICK: small sizes)')"
+    echo "# host: $(uname -srm); $(nproc) CPUs;$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- || true)"
+    echo "# $($CC --version | head -n1); libuv $(pkg-config --modversion libuv); libevent $(pkg-config --modversion libevent); twine backend epoll (libtwine-default)"
+    echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other processes on the machine skew every number)"
+    echo "# reps=$REPS timers N=[$TIMER_NS] fired=${BENCH_FIRE:-1000000} xthread M=$M K=[$XT_KS] lat_n=$LAT_N"
+    echo "# backends [$BE_IMPLS] idle=[$BE_IDLES] (select up to $BE_SELECT_MAX) add+remove pairs=${BENCH_ADDRM:-100000}"
+} > "$raw"
+
+load=$(cut -d' ' -f1 /proc/loadavg)
+if awk -v l="$load" 'BEGIN { exit !(l > 0.5) }'; then
+    echo "run.sh: warning: load average is $load; other processes will skew the numbers" >&2
+fi
+n_jobs=$(( REPS * 3 * ($(wc -w <<<"$TIMER_NS") + $(wc -w <<<"$XT_KS") + 1) ))
+n_jobs=$(( n_jobs + REPS * $(be_runs) ))
+job=0
+failures=0
+skipped=0
+t_start=$(date +%s)
+
+run() {   # run CMD...: one benchmark process; its RESULT line goes to $raw
+    local label="$*" t0 rc=0 res
+    label=${label#"$out/"}
+    job=$((job + 1))
+    t0=$(date +%s%N)
+    printf '[%2d/%d] rep %d/%d  %-36s' "$job" "$n_jobs" "$rep" "$REPS" "$label" >&2
+    res=$(timeout 120 "$@" 2>"$out/.stderr") || rc=$?
+    local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    printf ' %4d.%02d s' $((ms / 1000)) $((ms % 1000 / 10)) >&2
+    if ((rc == 77)); then   # the benchmark cannot run here (bench_backends: fd limits)
+        skipped=$((skipped + 1))
+        echo "  skipped" >&2
+        sed 's/^/    /' "$out/.stderr" >&2
+        echo "# skipped rep=$rep: $label: $(head -n1 "$out/.stderr")" >> "$raw"
+        return 0
+    fi
+    if ((rc != 0)); then
+        failures=$((failures + 1))
+        ((rc == 124)) && echo "  TIMED OUT" >&2 || echo "  FAILED (exit $rc)" >&2
+        sed 's/^/    /' "$out/.stderr" >&2
+        echo "FAILED rc=$rc rep=$rep: $label" >> "$raw"
+        grep '^RESULT' <<<"$res" | sed "s/\$/ rep=$rep/" >> "$raw" || true
+        return 0
+    fi
+    echo >&2
+    grep '^RESULT' <<<"$res" | sed "s/\$/ rep=$rep/" >> "$raw"
+}
+
+for rep in $(seq 1 "$REPS"); do
+    for n in $TIMER_NS; do
+        for impl in $IMPLS; do
+            run "$out/bench_timers" "$impl" "$n"
+        done
+    done
+    for k in $XT_KS; do
+        for impl in $IMPLS; do
+            run "$out/bench_xthread" "$impl" tput "$k" "$M"
+        done
+    done
+    for impl in $IMPLS; do
+        run "$out/bench_xthread" "$impl" lat "$LAT_N"
+    done
+    for n in $BE_IDLES; do
+        for b in $BE_IMPLS; do
+            [[ $b == select && $n -gt $BE_SELECT_MAX ]] && continue
+            run "$out/bench_backends-$b" "$n" "$(be_rounds "$b" "$n")"
+        done
+    done
+done
+rm -f "$out/.stderr"
+echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$raw"
+echo "run.sh: $job runs in $(( $(date +%s) - t_start )) s, $failures failed$( ((skipped)) && echo ", $skipped skipped"); raw results: $raw" >&2
+
+/usr/bin/python3 "$here/summarize.py" "$raw" | tee "$tables"
+echo "run.sh: tables saved to $tables" >&2
+((failures == 0))
