@@ -25,7 +25,7 @@ OS          := $(shell uname -s)
 
 WARN   := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
           -Wno-unused-parameter
-BASE   := $(WARN) -fPIC -pthread -Icore
+BASE   := $(WARN) -fPIC -pthread -Icore -Itransports -Iprotocols
 
 # Per-variant flags.  User CFLAGS apply to the release build only.
 FLAGS_rel  := $(CFLAGS) -DNDEBUG
@@ -35,8 +35,8 @@ FLAGS_asan := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 FLAGS_tsan := -O1 -g -fsanitize=thread
 VARIANTS   := rel dbg asan tsan
 
-CORE_SRC := core/reactor.c core/timer.c core/calls.c core/signal.c core/error.c core/log.c
-PUBLIC_H := core/twine.h core/tw_error.h core/tw_log.h core/tw_reactor.h
+CORE_SRC := $(wildcard core/*.c transports/*.c protocols/*.c)
+PUBLIC_H := $(wildcard core/twine.h core/tw_*.h transports/tw_*.h protocols/tw_*.h)
 
 # Backends this platform has; kqueue is tested on Linux through tests/kqueue.
 ifeq ($(OS),Linux)
@@ -53,15 +53,18 @@ else
   TEST_BACKENDS   := select poll
 endif
 
-TESTS        := test_reactor test_timer test_signal test_calls
+# Every tests/test_*.c is a test program, run once per backend (except the
+# backend-independent ones in TESTS_ONCE).
 TESTS_ONCE   := test_error
+TESTS        := $(filter-out $(TESTS_ONCE),$(basename $(notdir $(wildcard tests/test_*.c))))
+TEST_SUPPORT := $(basename $(notdir $(filter-out tests/test_%,$(wildcard tests/*.c))))
 TSAN_TESTS   := test_calls test_signal test_reactor
 EXAMPLES     := reactor-demo
 
 # ---- per-variant build rules ------------------------------------------------
 
 define test_link
-$(B)/$(1)/test/%-$(2): $(B)/$(1)/obj/tests/%.o $(B)/$(1)/obj/tests/testutil.o \
+$(B)/$(1)/test/%-$(2): $(B)/$(1)/obj/tests/%.o $(TEST_SUPPORT:%=$(B)/$(1)/obj/tests/%.o) \
 		$(B)/$(1)/lib/libtwine.a $(3)
 	@mkdir -p $$(@D)
 	$$(CC) $$(BASE) $$(FLAGS_$(1)) -o $$@ $$(filter %.o,$$^) $(B)/$(1)/lib/libtwine.a $(3) \
