@@ -85,6 +85,8 @@ struct tw_reactor {
     tw__fired_t *fired;
     int fired_cap;
 
+    void *rbuf;           /* lent to readers: tw_reactor_read_buffer */
+
     /* descriptors */
     tw__watch_t *fds;
     int fds_cap;

@@ -70,6 +70,7 @@ void tw_reactor_free(tw_reactor_t *r)
     tw__callq_free(&r->soon);
     tw__callq_free(&r->soon_run);
     tw__thread_calls_fini(r);
+    free(r->rbuf);
     free(r->trig);
     free(r->fds);
     free(r->fired);
@@ -316,6 +317,14 @@ int tw_reactor_iterate(tw_reactor_t *r, tw_time_t timeout)
     if (r->in_loop)
         return TW_EALREADY;
     return reactor_iterate(r, timeout);
+}
+
+void *tw_reactor_read_buffer(tw_reactor_t *r, size_t *size)
+{
+    if (!r->rbuf)
+        r->rbuf = malloc(TW_READ_BUFFER_SIZE);
+    *size = TW_READ_BUFFER_SIZE;
+    return r->rbuf;
 }
 
 tw_time_t tw_reactor_now(tw_reactor_t *r)

@@ -26,11 +26,17 @@
 #define TW_REACTOR_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "tw_error.h"
 
 typedef struct tw_reactor tw_reactor_t;
+
+/* From a pointer to a struct's member back to the struct: how callbacks find
+ * the object that embeds a tw_timer_t, tw_protocol_t, tw_factory_t, ... */
+#define TW_CONTAINER_OF(ptr, type, member) \
+    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 
 /* ---- time ------------------------------------------------------------- */
 
@@ -105,6 +111,14 @@ int tw_reactor_iterate(tw_reactor_t *r, tw_time_t timeout);
 /* The reactor's idea of now: the monotonic time cached at the start of this
  * iteration (read fresh when called outside the loop). */
 tw_time_t tw_reactor_now(tw_reactor_t *r);
+
+/* The reactor's read buffer, lent to a reader callback so that an idle
+ * connection holds no buffer of its own: valid until the callback returns,
+ * and shared by every transport of the reactor (reactor-thread-only).
+ * Stores its size (TW_READ_BUFFER_SIZE) in *size.  NULL only when memory is
+ * exhausted. */
+#define TW_READ_BUFFER_SIZE 65536
+void *tw_reactor_read_buffer(tw_reactor_t *r, size_t *size);
 
 /* Called in the child after fork() to give it its own kernel state: the
  * backend is re-created with every watcher re-registered, and the thread

@@ -23,13 +23,13 @@ expect() { # expect NAME WANT PROGRAM [ENV...]
 for b in $backends default; do
     want=$b; [ $b = default ] && want=$default
     # static: the archives, exactly as a user would name them
-    if $cc -Icore -o "$out/static-$b" $src -L"$rel/lib" -Wl,-Bstatic -ltwine -ltwine-$b \
+    if $cc -Icore -Itransports -Iprotocols -o "$out/static-$b" $src -L"$rel/lib" -Wl,-Bstatic -ltwine -ltwine-$b \
         -Wl,-Bdynamic -pthread -lm 2>"$out/static-$b.log"; then
         expect "static -ltwine -ltwine-$b" "$want" "$out/static-$b"
     else bad "static -ltwine -ltwine-$b did not link: $(head -c 300 "$out/static-$b.log")"; fi
     # shared: libtwine.so plus libtwine-<b>.so (also with --as-needed)
     for asn in "" "-Wl,--as-needed"; do
-        if $cc -Icore -o "$out/shared-$b" $src -L"$rel/lib" $asn -ltwine -ltwine-$b \
+        if $cc -Icore -Itransports -Iprotocols -o "$out/shared-$b" $src -L"$rel/lib" $asn -ltwine -ltwine-$b \
             -pthread 2>"$out/shared-$b.log"; then
             expect "shared $asn -ltwine -ltwine-$b" "$want" LD_LIBRARY_PATH="$rel/lib" \
                 "$out/shared-$b"
@@ -38,7 +38,7 @@ for b in $backends default; do
 done
 
 # A backend named before the default on the line wins (static archives).
-if $cc -Icore -o "$out/order" $src -L"$rel/lib" -Wl,-Bstatic -ltwine -ltwine-poll \
+if $cc -Icore -Itransports -Iprotocols -o "$out/order" $src -L"$rel/lib" -Wl,-Bstatic -ltwine -ltwine-poll \
     -ltwine-default -Wl,-Bdynamic -pthread -lm 2>"$out/order.log"; then
     expect "static -ltwine -ltwine-poll -ltwine-default" poll "$out/order"
 else bad "-ltwine -ltwine-poll -ltwine-default did not link"; fi
@@ -46,7 +46,7 @@ else bad "-ltwine -ltwine-poll -ltwine-default did not link"; fi
 # A bare -ltwine must not link, and the error must name the backend symbol.
 for kind in static shared; do
     [ $kind = static ] && flags="-Wl,-Bstatic -ltwine -Wl,-Bdynamic" || flags="-ltwine"
-    if $cc -Icore -o "$out/bare" $src -L"$rel/lib" $flags -pthread -lm >"$out/bare.log" 2>&1; then
+    if $cc -Icore -Itransports -Iprotocols -o "$out/bare" $src -L"$rel/lib" $flags -pthread -lm >"$out/bare.log" 2>&1; then
         bad "bare -ltwine ($kind) linked, but it must fail"
     elif grep -q 'tw__backend' "$out/bare.log"; then
         ok "bare -ltwine ($kind) fails: $(grep -m1 -o 'undefined reference to .tw__backend.' "$out/bare.log")"

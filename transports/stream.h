@@ -1,0 +1,45 @@
+/* stream.h -- the stream transport shared by TCP, UNIX sockets (and, later,
+ * pipes): private to transports/, never installed. */
+#ifndef TW_STREAM_H
+#define TW_STREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "tw_tcp.h"
+#include "tw_transport.h"
+
+typedef struct tw__chunk tw__chunk_t;
+
+typedef struct tw__stream {
+    tw_transport_t base;      /* first: a tw_transport_t * is a tw__stream_t * */
+    int fd;
+    unsigned flags;
+    const char *domain;       /* "tcp", "unix": the domain of its failures */
+    tw__chunk_t *qhead, *qtail;
+    size_t queued;
+    size_t low, high, cap;
+    tw_cap_policy_t policy;
+    tw_producer_t *producer;
+    bool streaming, producer_paused;
+    tw_failure_t *reason;     /* why it is closing; NULL: clean */
+    tw_connector_t *connector; /* the connector that made it, told when it ends */
+} tw__stream_t;
+
+/* Make a stream on connected socket `fd` (taken: closed on failure too) for
+ * protocol p, and deliver connection_made.  Returns the stream or NULL (p is
+ * then destroyed).  `domain` is a static string. */
+tw__stream_t *tw__stream_open(tw_reactor_t *r, int fd, tw_protocol_t *p, tw_factory_t *f,
+                              const char *domain, bool tcp);
+
+/* Abort the stream without telling its connector (tw_connector_free). */
+void tw__stream_detach_connector(tw__stream_t *s);
+
+/* connector side: called by the stream once its protocol is gone. */
+void tw__connector_lost(tw_connector_t *c, const tw_failure_t *reason);
+
+/* Factory start/stop bookkeeping (Twisted's doStart/doStop). */
+void tw__factory_use(tw_factory_t *f);
+void tw__factory_release(tw_factory_t *f);
+
+#endif
