@@ -17,5 +17,6 @@
 #include "tw_reactor.h"
 #include "tw_transport.h"
 #include "tw_tcp.h"
+#include "tw_wire.h"
 
 #endif

@@ -66,12 +66,58 @@ static void stream_free_queue(tw__stream_t *s)
     s->queued = 0;
 }
 
+/* ---- the factory's list of its connections ---------------------------- */
+
+static void stream_track(tw__stream_t *s, tw_factory_t *f)
+{
+    tw_transport_t *t = &s->base;
+    t->fprev = NULL;
+    t->fnext = f->conns;
+    if (f->conns)
+        f->conns->fprev = t;
+    f->conns = t;
+    f->nconns++;
+}
+
+static void stream_untrack(tw__stream_t *s, tw_factory_t *f)
+{
+    tw_transport_t *t = &s->base;
+    if (t->fprev)
+        t->fprev->fnext = t->fnext;
+    else
+        f->conns = t->fnext;
+    if (t->fnext)
+        t->fnext->fprev = t->fprev;
+    f->nconns--;
+}
+
+static void factory_each(tw_factory_t *f, void (*fn)(tw_transport_t *t))
+{
+    /* fn never frees a transport (closing is deferred), so the list holds */
+    for (tw_transport_t *t = f->conns; t; t = t->fnext)
+        fn(t);
+}
+
+void tw_factory_lose_connections(tw_factory_t *f)
+{
+    factory_each(f, tw_transport_lose_connection);
+}
+
+void tw_factory_abort_connections(tw_factory_t *f)
+{
+    factory_each(f, tw_transport_abort_connection);
+}
+
+/* ---- closing, continued ------------------------------------------------ */
+
 static void stream_finish_cb(tw_reactor_t *r, void *arg)
 {
     (void)r;
     tw__stream_t *s = arg;
     tw_protocol_t *p = s->base.protocol;
     tw_connector_t *c = s->connector;
+    if (p->factory)
+        stream_untrack(s, p->factory);
 
     if (s->producer) {
         tw_producer_t *prod = s->producer;
@@ -573,6 +619,8 @@ tw__stream_t *tw__stream_open(tw_reactor_t *r, int fd, tw_protocol_t *p, tw_fact
     }
     p->transport = &s->base;
     p->factory = f;
+    if (f)
+        stream_track(s, f);
     s->flags |= S_MADE;
     if (p->ops->connection_made)
         p->ops->connection_made(p, &s->base);

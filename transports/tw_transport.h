@@ -115,11 +115,27 @@ typedef struct tw_factory_ops {
 } tw_factory_ops_t;
 
 /* Embed first in your factory struct; the factory belongs to the caller and
- * must outlive the listeners and connectors that use it. */
+ * must outlive the listeners and connectors that use it, and the
+ * connections it built.  Zero-initialise the private fields. */
 struct tw_factory {
     const tw_factory_ops_t *ops;
-    int users; /* private: listeners and connectors using it (start/stop) */
+    int users;          /* private: listeners and connectors using it (start/stop) */
+    int nconns;         /* private: open connections it built */
+    tw_transport_t *conns; /* private: the list of them */
 };
+
+/* The connections built by this factory that are still open. */
+static inline int tw_factory_connection_count(const tw_factory_t *f)
+{
+    return f->nconns;
+}
+
+/* Lose (flush, then close) or abort every open connection this factory
+ * built: how a daemon shuts down gracefully (stop listening, lose them all,
+ * wait a bounded time, abort what is left).  Their connection_lost calls
+ * follow from the reactor, as always. */
+void tw_factory_lose_connections(tw_factory_t *f);
+void tw_factory_abort_connections(tw_factory_t *f);
 
 /* ---- transports ------------------------------------------------------- */
 
@@ -156,6 +172,7 @@ struct tw_transport {
     tw_reactor_t *reactor;
     tw_protocol_t *protocol;
     tw_producer_t as_producer; /* the transport's reading side, as a push producer */
+    tw_transport_t *fnext, *fprev; /* private: the factory's list of connections */
 };
 
 /* Queue `len` bytes for the peer.  Sent at once when possible (one write(2)
