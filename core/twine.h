@@ -18,5 +18,7 @@
 #include "tw_transport.h"
 #include "tw_tcp.h"
 #include "tw_wire.h"
+#include "tw_factory.h"
+#include "tw_endpoint.h"
 
 #endif

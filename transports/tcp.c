@@ -415,8 +415,8 @@ static void connector_made(tw_connector_t *c)
     c->fd = -1;
     c->state = C_CONNECTED;
     tw__stream_t *s = tw__stream_open(c->r, fd, p, c->f, c->tcp ? "tcp" : "unix", c->tcp);
-    if (!s) {
-        c->state = C_IDLE;
+    if (!s) { /* the protocol was destroyed and the socket closed */
+        connector_fail(c, -ENOMEM);
         return;
     }
     /* connection_made ran: if it already closed the stream, connector_lost
@@ -461,8 +461,6 @@ int tw_connector_connect(tw_connector_t *c)
     if (c->state != C_IDLE)
         return -EBUSY;
     c->state = C_CONNECTING;
-    if (c->f->ops->started_connecting)
-        c->f->ops->started_connecting(c->f, c);
     int fd = socket(c->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int err = fd < 0 ? -errno : 0;
     c->fd = fd;
@@ -480,6 +478,9 @@ int tw_connector_connect(tw_connector_t *c)
         c->pending_err = err;
         tw_timer_start(&c->timer, 0);
     }
+    /* Last, with the attempt fully set up: the hook may stop it or free c. */
+    if (c->f->ops->started_connecting)
+        c->f->ops->started_connecting(c->f, c);
     return 0;
 }
 
