@@ -55,11 +55,11 @@ endif
 
 # Every tests/test_*.c is a test program, run once per backend (except the
 # backend-independent ones in TESTS_ONCE).
-TESTS_ONCE   := test_error
+TESTS_ONCE   := test_error test_endpoint
 TESTS        := $(filter-out $(TESTS_ONCE),$(basename $(notdir $(wildcard tests/test_*.c))))
 TEST_SUPPORT := $(basename $(notdir $(filter-out tests/test_%,$(wildcard tests/*.c))))
 TSAN_TESTS   := test_calls test_signal test_reactor
-EXAMPLES     := reactor-demo
+EXAMPLES     := reactor-demo echo-server echo-client
 
 # ---- per-variant build rules ------------------------------------------------
 
@@ -161,8 +161,9 @@ $(REL)/examples/%: examples/%.c $(REL)/lib/libtwine.a $(REL)/lib/libtwine-defaul
 	$(CC) $(BASE) $(FLAGS_rel) -o $@ $< $(REL)/lib/libtwine.a $(REL)/lib/libtwine-default.a -lm
 
 run: all
-	@echo "twine: starting examples/reactor-demo on the $(DEFAULT_BACKEND) backend (Ctrl-C stops it)"
-	$(REL)/examples/reactor-demo
+	@echo "twine: starting examples/echo-server on tcp:8000:interface=127.0.0.1" \
+	  "($(DEFAULT_BACKEND) backend; Ctrl-C stops it; try: nc 127.0.0.1 8000)"
+	$(REL)/examples/echo-server tcp:8000:interface=127.0.0.1
 
 # ---- tests --------------------------------------------------------------------
 
@@ -183,6 +184,7 @@ check-run: libs $(call test-programs,dbg) $(call test-programs,asan) $(TSAN_PROG
 	  tests/run-tests.sh $(TIMEOUT) $(TSAN_PROGS)
 	@tests/link/run.sh "$(CC)" $(REL) "$(BACKENDS)" $(DEFAULT_BACKEND)
 	@$(MAKE) --no-print-directory clang-check
+	@$(MAKE) --no-print-directory fuzz-replay
 	@echo "twine: all checks passed"
 
 # Every source must also be warning-free under clang.
@@ -193,6 +195,34 @@ clang-check:
 	  clang $(BASE) -Itests/kqueue -fsyntax-only reactors/kqueue.c tests/kqueue/kqueue_emu.c; \
 	  echo "twine: clang -Werror clean"; \
 	else echo "twine: clang not installed, clang build skipped"; fi
+
+# ---- fuzzing -------------------------------------------------------------------
+# One libFuzzer target per parser (clang, ASan+UBSan): tests/fuzz/fuzz_NAME.c,
+# seeds in tests/fuzz/corpus/NAME/.  `make fuzz` runs each for FUZZ_SECONDS;
+# `make check` replays the committed corpus.
+
+FUZZERS      := $(basename $(notdir $(wildcard tests/fuzz/fuzz_*.c)))
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+
+$(B)/fuzz/%: tests/fuzz/%.c $(CORE_SRC) reactors/$(DEFAULT_BACKEND).c
+	@mkdir -p $(@D)
+	clang $(BASE) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRC) reactors/$(DEFAULT_BACKEND).c
+
+fuzz: deps-check
+	@$(MAKE) --no-print-directory $(FUZZERS:%=$(B)/fuzz/%)
+	@for f in $(FUZZERS); do n=$${f#fuzz_}; mkdir -p $(B)/fuzz/corpus-$$n; \
+	  echo "twine: fuzzing $$n for $(FUZZ_SECONDS) s"; \
+	  $(B)/fuzz/$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    $(B)/fuzz/corpus-$$n tests/fuzz/corpus/$$n 2>&1 | \
+	    grep -E 'stat::number_of_executed_units|stat::new_units_added|ERROR|SUMMARY' || exit 1; \
+	done
+
+fuzz-replay: $(FUZZERS:%=$(B)/fuzz/%)
+	@for f in $(FUZZERS); do n=$${f#fuzz_}; \
+	  $(B)/fuzz/$$f -runs=0 tests/fuzz/corpus/$$n >$(B)/fuzz/$$f.log 2>&1 || \
+	    { tail -n 30 $(B)/fuzz/$$f.log; echo "FAIL  fuzz corpus: $$n"; exit 1; }; \
+	  echo "PASS  fuzz corpus: $$n ($$(ls tests/fuzz/corpus/$$n | wc -l) inputs)"; done
 
 # ---- benchmarks -----------------------------------------------------------------
 
@@ -229,7 +259,7 @@ deps-bench:
 clean:
 	rm -rf $(B)
 
-.PHONY: all libs run check check-run clang-check bench install uninstall clean deps-build deps-check deps-bench
+.PHONY: all libs run check check-run clang-check fuzz fuzz-replay bench install uninstall clean deps-build deps-check deps-bench
 .SECONDARY:
 .DELETE_ON_ERROR:
 
