@@ -115,7 +115,6 @@ static void stream_finish_cb(tw_reactor_t *r, void *arg)
     (void)r;
     tw__stream_t *s = arg;
     tw_protocol_t *p = s->base.protocol;
-    tw_connector_t *c = s->connector;
     if (p->factory)
         stream_untrack(s, p->factory);
 
@@ -134,6 +133,9 @@ static void stream_finish_cb(tw_reactor_t *r, void *arg)
     }
     if (p->ops->destroy)
         p->ops->destroy(p);
+    /* Read only now: the protocol may have freed its connector meanwhile
+     * (tw_connector_free detaches it from the stream). */
+    tw_connector_t *c = s->connector;
     if (c)
         tw__connector_lost(c, s->reason);
     tw_failure_free(s->reason);

@@ -129,6 +129,7 @@ struct tw_listener {
     int fd;
     int spare;           /* the reserved descriptor, or -1 */
     bool tcp, shedding, watching, started;
+    bool accepting, closed; /* in listener_accept_cb; tw_listener_close called there */
     tw_timer_t retry;
     struct sockaddr_storage addr;
     socklen_t addrlen;
@@ -192,7 +193,8 @@ static void listener_shed(tw_listener_t *l, int err)
 static void listener_accept_cb(tw_reactor_t *r, int fd, void *arg)
 {
     tw_listener_t *l = arg;
-    for (int i = 0; i < ACCEPTS_PER_WAKE; i++) {
+    l->accepting = true; /* a callback below may close the listener */
+    for (int i = 0; i < ACCEPTS_PER_WAKE && !l->closed; i++) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
         int c = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -203,7 +205,7 @@ static void listener_accept_cb(tw_reactor_t *r, int fd, void *arg)
                 listener_shed(l, -errno);
             else if (errno != EAGAIN && errno != EWOULDBLOCK)
                 tw_log(TW_LOG_ERROR, l->tcp ? "tcp" : "unix", "accept: %s", tw_strerror(-errno));
-            return;
+            break;
         }
         if (l->shedding) {
             tw_log(TW_LOG_INFO, l->tcp ? "tcp" : "unix", "descriptors free again: accepting");
@@ -216,6 +218,9 @@ static void listener_accept_cb(tw_reactor_t *r, int fd, void *arg)
         }
         tw__stream_open(r, c, p, l->f, l->tcp ? "tcp" : "unix", l->tcp);
     }
+    l->accepting = false;
+    if (l->closed) /* tw_listener_close was called from build_protocol or connection_made */
+        free(l);
 }
 
 static int listener_start(tw_reactor_t *r, tw_factory_t *f, int fd, bool tcp, int backlog,
@@ -347,7 +352,10 @@ void tw_listener_close(tw_listener_t *l)
         unlink(l->path);
     if (l->started)
         tw__factory_release(l->f);
-    free(l);
+    if (l->accepting)
+        l->closed = true; /* listener_accept_cb frees it when it returns */
+    else
+        free(l);
 }
 
 int tw_listener_port(const tw_listener_t *l)
@@ -380,6 +388,7 @@ struct tw_connector {
     tw_timer_t timer;          /* the connect timeout, or a deferred failure */
     int pending_err;           /* a failure found at once, reported from the timer */
     tw__stream_t *stream;
+    bool opening, freed;       /* in tw__stream_open; tw_connector_free called there */
     struct sockaddr_storage addr, bind;
     socklen_t addrlen, bindlen;
 };
@@ -414,7 +423,15 @@ static void connector_made(tw_connector_t *c)
     int fd = c->fd;
     c->fd = -1;
     c->state = C_CONNECTED;
+    c->opening = true; /* connection_made may free c */
     tw__stream_t *s = tw__stream_open(c->r, fd, p, c->f, c->tcp ? "tcp" : "unix", c->tcp);
+    c->opening = false;
+    if (c->freed) { /* tw_connector_free from connection_made: abort what it made */
+        if (s)
+            tw__stream_detach_connector(s);
+        free(c);
+        return;
+    }
     if (!s) { /* the protocol was destroyed and the socket closed */
         connector_fail(c, -ENOMEM);
         return;
@@ -562,5 +579,8 @@ void tw_connector_free(tw_connector_t *c)
     if (c->stream)
         tw__stream_detach_connector(c->stream);
     tw__factory_release(c->f);
-    free(c);
+    if (c->opening)
+        c->freed = true; /* connector_made frees it when tw__stream_open returns */
+    else
+        free(c);
 }
