@@ -100,7 +100,8 @@ int main(int argc, char **argv)
         return 1;
     }
     tw_reactor_run(reactor, TW_RUN_SIGNALS);
-    tw_connector_free(conn);
+    tw_connector_free(conn);            /* aborts a connection still open (Ctrl-C) */
+    tw_reactor_iterate(reactor, 0);     /* ...which finishes closing from the loop */
     tw_reactor_free(reactor);
     return status;
 }

@@ -51,7 +51,7 @@ typedef enum endpoint_opt {
 } endpoint_opt_t;
 
 /* Option names are Twisted's (camelCase included), plus twine's reuseport
- * and v6only; listed in the order error messages show them. */
+ * and v6only.  Error messages list them in the order of the enum above. */
 static const struct {
     const char *name;
     unsigned roles;

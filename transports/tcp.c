@@ -170,7 +170,7 @@ static void listener_shed(tw_listener_t *l, int err)
         addr_format((struct sockaddr *)&l->addr, where, sizeof where);
         tw_log(TW_LOG_WARN, l->tcp ? "tcp" : "unix",
                "out of descriptors (%s) on %s: shedding new connections until some are free",
-               tw_strerror(-err), where);
+               tw_strerror(err), where);
         l->shedding = true;
     }
     if (l->spare >= 0) {

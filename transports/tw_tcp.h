@@ -98,8 +98,9 @@ int tw_unix_connect(tw_reactor_t *r, tw_factory_t *f, const char *path, tw_time_
  * 0, or -EBUSY while an attempt or a connection is in progress. */
 int tw_connector_connect(tw_connector_t *c);
 
-/* Cancel an attempt in progress (connection_failed follows, with
- * -ECANCELED); a connection already made is left alone. */
+/* Cancel an attempt in progress: connection_failed is called, with
+ * -ECANCELED, before this returns.  A connection already made is left
+ * alone. */
 void tw_connector_stop_connecting(tw_connector_t *c);
 
 /* The connected transport, or NULL. */

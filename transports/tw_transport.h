@@ -144,7 +144,7 @@ typedef enum tw_cap_policy {
     TW_CAP_PAUSE = 0, /* stop reading from the peer until the queue drains below
                        * the low water mark; the write is queued (default) */
     TW_CAP_FAIL  = 1, /* refuse the write with -ENOBUFS; nothing is queued */
-    TW_CAP_ABORT = 2, /* abort the connection with a "tcp"/ENOBUFS failure */
+    TW_CAP_ABORT = 2, /* abort the connection with an ENOBUFS failure */
 } tw_cap_policy_t;
 
 typedef struct tw_transport_ops {
@@ -177,11 +177,13 @@ struct tw_transport {
 
 /* Queue `len` bytes for the peer.  Sent at once when possible (one write(2)
  * when nothing is queued); what cannot be sent is copied and sent when the
- * socket is writable.  Returns 0; -ENOBUFS when the cap policy is
- * TW_CAP_FAIL and the cap would be passed; -EPIPE (and nothing is queued)
- * after lose_connection, lose_write_connection or abort, or once the
- * connection is gone (a write after lose_connection is ignored and reported
- * as -EPIPE). */
+ * socket is writable.  Returns 0 (also when the socket has failed: that is
+ * reported once, through connection_lost); -ENOBUFS when the cap would be
+ * passed under TW_CAP_FAIL (nothing is queued) or TW_CAP_ABORT (the
+ * connection is aborted); -EPIPE (nothing is queued) after lose_connection,
+ * lose_write_connection or abort, or once the connection is gone; -ENOMEM
+ * when the queue cannot grow (the connection is closed); -EINVAL for a
+ * negative count. */
 static inline int tw_transport_write(tw_transport_t *t, const void *data, size_t len)
 {
     struct iovec iov = { (void *)data, len };
