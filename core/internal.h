@@ -94,6 +94,8 @@ struct tw_reactor {
 
     /* time and timers */
     tw_time_t now;
+    tw_time_t (*clock)(void *arg); /* NULL: CLOCK_MONOTONIC */
+    void *clock_arg;
     int in_loop;          /* inside iterate: `now` is fresh enough */
     tw__hent_t *heap;
     uint32_t heap_n, heap_cap;

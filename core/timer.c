@@ -36,7 +36,20 @@ tw_time_t tw_seconds(double s)
 
 void tw__update_time(tw_reactor_t *r)
 {
-    r->now = tw_time_now();
+    r->now = r->clock ? r->clock(r->clock_arg) : tw_time_now();
+}
+
+void tw_reactor_set_clock(tw_reactor_t *r, tw_time_t (*clock)(void *arg), void *arg)
+{
+    TW__ASSERT_OWNER(r);
+    r->clock = clock;
+    r->clock_arg = clock ? arg : NULL;
+    tw__update_time(r);
+}
+
+tw_time_t tw_reactor_next_timer(const tw_reactor_t *r)
+{
+    return tw__timers_next(r);
 }
 
 static inline tw_time_t timer_now(tw_reactor_t *r)
@@ -250,7 +263,7 @@ int tw_reactor_timer_count(const tw_reactor_t *r)
 
 void tw__timers_init(tw_reactor_t *r)
 {
-    r->now = tw_time_now();
+    tw__update_time(r);
 }
 
 void tw__timers_fini(tw_reactor_t *r)

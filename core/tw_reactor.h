@@ -215,6 +215,15 @@ tw_timer_t *tw_reactor_call_at(tw_reactor_t *r, tw_time_t when, tw_timer_cb cb, 
 /* Number of active delayed calls. */
 int tw_reactor_timer_count(const tw_reactor_t *r);
 
+/* The deadline of the earliest active delayed call, or TW_TIME_MAX. */
+tw_time_t tw_reactor_next_timer(const tw_reactor_t *r);
+
+/* Replace the reactor's clock: clock(arg) returns the time in nanoseconds,
+ * never going backwards; NULL restores CLOCK_MONOTONIC.  The testing kit's
+ * fake clock (tw_testing.h) is built on this.  Set it before scheduling
+ * delayed calls: their deadlines are on the clock that was current. */
+void tw_reactor_set_clock(tw_reactor_t *r, tw_time_t (*clock)(void *arg), void *arg);
+
 /* ---- soon calls and system event triggers ----------------------------- */
 
 typedef void (*tw_call_cb)(tw_reactor_t *r, void *arg);
