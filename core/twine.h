@@ -18,6 +18,8 @@
 #include "tw_testing.h"
 #include "tw_transport.h"
 #include "tw_tcp.h"
+#include "tw_string_transport.h"
+#include "tw_loopback.h"
 #include "tw_wire.h"
 #include "tw_factory.h"
 #include "tw_endpoint.h"
