@@ -198,8 +198,11 @@ static int reactor_dispatch(tw_reactor_t *r, int n)
 {
     tw__fired_t *f = r->fired; /* not reallocated during dispatch */
     int ran = 0;
-    for (int i = 0; i < n; i++)
-        f[i].gen = r->fds[f[i].fd].gen;
+    if (n > 1) /* with one event, no earlier callback can make it stale */
+        for (int i = 0; i < n; i++)
+            f[i].gen = r->fds[f[i].fd].gen;
+    else if (n == 1)
+        f[0].gen = r->fds[f[0].fd].gen;
     for (int i = 0; i < n; i++) {
         int fd = f[i].fd;
         tw__watch_t *w = &r->fds[fd];
@@ -293,7 +296,8 @@ static int reactor_iterate(tw_reactor_t *r, tw_time_t timeout)
     if (rc)
         return rc;
     r->in_loop = 1;
-    tw__update_time(r);
+    if (r->heap_n) /* the clock matters before waiting only to time the wait */
+        tw__update_time(r);
     int n = tw__backend.wait(r->be, r->fired, r->fired_cap, reactor_timeout_ms(r, timeout));
     if (n < 0) {
         r->in_loop = 0;

@@ -163,6 +163,10 @@ static void stream_close(tw__stream_t *s, tw_failure_t *reason)
 
 static tw_failure_t *stream_failure(tw__stream_t *s, int code, const char *what)
 {
+    /* A reset peer is routine (and frequent under load): skip the
+     * formatting and say just what happened. */
+    if (code == -ECONNRESET || code == -EPIPE)
+        return tw_failure_new(s->domain, code, NULL);
     return tw_failure_new(s->domain, code, "%s: %s", what, tw_strerror(code));
 }
 
@@ -222,8 +226,14 @@ static void stream_read_cb(tw_reactor_t *r, int fd, void *arg)
 
 static ssize_t stream_send(tw__stream_t *s, const struct iovec *iov, int n)
 {
-    struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n };
     ssize_t w;
+    if (n == 1) { /* the common case, without building a msghdr */
+        do
+            w = send(s->fd, iov->iov_base, iov->iov_len, MSG_NOSIGNAL);
+        while (w < 0 && errno == EINTR);
+        return w;
+    }
+    struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n };
     do
         w = sendmsg(s->fd, &m, MSG_NOSIGNAL);
     while (w < 0 && errno == EINTR);
@@ -521,12 +531,12 @@ static void stream_set_limits(tw_transport_t *t, size_t low, size_t high, size_t
 {
     tw__stream_t *s = stream_of(t);
     if (low)
-        s->low = low;
+        s->low = low > UINT32_MAX ? UINT32_MAX : (uint32_t)low;
     if (high)
-        s->high = high;
+        s->high = high > UINT32_MAX ? UINT32_MAX : (uint32_t)high;
     if (cap)
-        s->cap = cap;
-    s->policy = policy;
+        s->cap = cap > UINT32_MAX ? UINT32_MAX : (uint32_t)cap;
+    s->policy = (uint8_t)policy;
 }
 
 static int stream_setopt(tw_transport_t *t, int level, int opt, bool on)

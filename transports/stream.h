@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "tw_tcp.h"
 #include "tw_transport.h"
@@ -18,10 +19,10 @@ typedef struct tw__stream {
     const char *domain;       /* "tcp", "unix": the domain of its failures */
     tw__chunk_t *qhead, *qtail;
     size_t queued;
-    size_t low, high, cap;
-    tw_cap_policy_t policy;
-    tw_producer_t *producer;
+    uint32_t low, high, cap;  /* an idle connection's size matters: 32 bits each */
+    uint8_t policy;           /* tw_cap_policy_t */
     bool streaming, producer_paused;
+    tw_producer_t *producer;
     tw_failure_t *reason;     /* why it is closing; NULL: clean */
     tw_connector_t *connector; /* the connector that made it, told when it ends */
 } tw__stream_t;
