@@ -15,6 +15,7 @@
 #include "tw_error.h"
 #include "tw_log.h"
 #include "tw_reactor.h"
+#include "tw_deferred.h"
 #include "tw_testing.h"
 #include "tw_transport.h"
 #include "tw_tcp.h"
