@@ -3,7 +3,7 @@
 #   make                 libraries (static + shared), examples, pkg-config files
 #   make run             build and start the bundled demo server
 #   make check           every test on every backend, plus ASan+UBSan and TSan runs
-#   make bench           reactor benchmarks side by side with libuv and libevent
+#   make bench           reactor and echo-server benchmarks beside libuv, libevent, raw epoll, Twisted
 #   make install         PREFIX=/usr/local DESTDIR= (headers flattened into include/twine)
 #   make clean
 #

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # tests/bench/run.sh REL_DIR -- reactor benchmarks: twine against libuv and libevent,
-# and twine's readiness backends against each other.
+# and twine's readiness backends against each other; then the echo-server
+# benchmark (tests/bench/echo/run.sh: twine's examples/echo-server against a raw
+# epoll loop, libevent, libuv and Twisted; see that script).
 #
 # Builds bench_timers and bench_xthread from tests/bench/ against
 # REL_DIR/lib/libtwine.a + libtwine-default.a (make bench does that first) into
@@ -17,16 +19,19 @@
 # repetition.  Two tables, no targets.  A run that exits 77 (descriptor limit
 # too low, or an fd beyond FD_SETSIZE) is reported as skipped, not failed.
 #
-#   BENCH_REPS=n   repetitions (default 3)
+#   BENCH_REPS=n   repetitions (default 3; the echo benchmark's rounds too)
 #   BENCH_QUICK=1  smoke run, about 10 s: 1 repetition, small sizes (N 1k/100k,
 #                  200k fired timers, M = 300k, 1000 latency calls,
-#                  backends: 1/5 of the rounds, 20k add+remove pairs)
+#                  backends: 1/5 of the rounds, 20k add+remove pairs; echo:
+#                  about 80 s more, see tests/bench/echo/run.sh)
+#   BENCH_PARTS    which parts to run: "reactor echo" (default), "reactor" or "echo"
 #
 # Files: REL_DIR/bench/results-<stamp>.txt (every RESULT line, tagged rep=) and
 # REL_DIR/bench/tables-<stamp>.md.  Every benchmark process runs under
 # `timeout 120`; nothing else is started or killed.  Exit status 1 when a
 # benchmark failed its own checks (a missed performance target is not a failure).
-# Full default run: about 100 s on 2 vCPUs (BENCH_QUICK=1: about 15 s).
+# Full default run: about 100 s on 2 vCPUs for the reactor part, about 5 min
+# for the echo part (BENCH_QUICK=1: about 15 s + 80 s).
 set -euo pipefail
 
 [[ $# -eq 1 ]] || { echo "usage: $0 REL_DIR" >&2; exit 2; }
@@ -35,6 +40,10 @@ root=$(cd "$here/../.." && pwd)
 rel=$(cd "$1" && pwd)
 out=$rel/bench
 cd "$root"
+
+PARTS=${BENCH_PARTS:-reactor echo}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
+part reactor || part echo || { echo "run.sh: BENCH_PARTS names neither reactor nor echo" >&2; exit 2; }
 
 for lib in "$rel/lib/libtwine.a" "$rel/lib/libtwine-default.a"; do
     [[ -f $lib ]] || { echo "run.sh: $lib is missing (make $lib)" >&2; exit 2; }
@@ -92,6 +101,7 @@ be_runs() { # how many bench_backends processes one repetition starts
 # ---- build --------------------------------------------------------------------
 CC=${CC:-cc}
 mkdir -p "$out"
+if part reactor; then
 deps=$(pkg-config --cflags --libs libuv libevent libevent_pthreads)
 for prog in bench_timers bench_xthread; do
     # shellcheck disable=SC2086
@@ -108,6 +118,7 @@ for b in $BE_IMPLS; do
     $CC -O2 -g -pthread -Icore -Wall -Wextra -Werror -o "$out/bench_backends-$b" \
         tests/bench/bench_backends.c "$rel/lib/libtwine.a" "$lib" -lm
 done
+fi
 
 # ---- run ----------------------------------------------------------------------
 stamp=$(date -u +%Y%m%d-%H%M%S)
@@ -119,8 +130,10 @@ tables=$out/tables-$stamp.md
     echo "# host: $(uname -srm); $(nproc) CPUs;$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- || true)"
     echo "# $($CC --version | head -n1); libuv $(pkg-config --modversion libuv); libevent $(pkg-config --modversion libevent); twine backend epoll (libtwine-default)"
     echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other processes on the machine skew every number)"
-    echo "# reps=$REPS timers N=[$TIMER_NS] fired=${BENCH_FIRE:-1000000} xthread M=$M K=[$XT_KS] lat_n=$LAT_N"
-    echo "# backends [$BE_IMPLS] idle=[$BE_IDLES] (select up to $BE_SELECT_MAX) add+remove pairs=${BENCH_ADDRM:-100000}"
+    if part reactor; then
+        echo "# reps=$REPS timers N=[$TIMER_NS] fired=${BENCH_FIRE:-1000000} xthread M=$M K=[$XT_KS] lat_n=$LAT_N"
+        echo "# backends [$BE_IMPLS] idle=[$BE_IDLES] (select up to $BE_SELECT_MAX) add+remove pairs=${BENCH_ADDRM:-100000}"
+    fi
 } > "$raw"
 
 load=$(cut -d' ' -f1 /proc/loadavg)
@@ -129,6 +142,7 @@ if awk -v l="$load" 'BEGIN { exit !(l > 0.5) }'; then
 fi
 n_jobs=$(( REPS * 3 * ($(wc -w <<<"$TIMER_NS") + $(wc -w <<<"$XT_KS") + 1) ))
 n_jobs=$(( n_jobs + REPS * $(be_runs) ))
+part reactor || n_jobs=0
 job=0
 failures=0
 skipped=0
@@ -162,6 +176,7 @@ run() {   # run CMD...: one benchmark process; its RESULT line goes to $raw
     grep '^RESULT' <<<"$res" | sed "s/\$/ rep=$rep/" >> "$raw"
 }
 
+part reactor &&
 for rep in $(seq 1 "$REPS"); do
     for n in $TIMER_NS; do
         for impl in $IMPLS; do
@@ -184,8 +199,13 @@ for rep in $(seq 1 "$REPS"); do
     done
 done
 rm -f "$out/.stderr"
-echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$raw"
+part reactor &&
 echo "run.sh: $job runs in $(( $(date +%s) - t_start )) s, $failures failed$( ((skipped)) && echo ", $skipped skipped"); raw results: $raw" >&2
+if part echo; then   # appends its RESULT lines to $raw; exit 1: a run failed its checks
+    echo "run.sh: echo-server benchmark (tests/bench/echo/run.sh)" >&2
+    "$here/echo/run.sh" "$rel" "$raw" || failures=$((failures + 1))
+fi
+echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$raw"
 
 /usr/bin/python3 "$here/summarize.py" "$raw" | tee "$tables"
 echo "run.sh: tables saved to $tables" >&2

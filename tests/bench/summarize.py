@@ -143,6 +143,179 @@ def backend_tables(out, rows):
         out.append("")
 
 
+# ---- echo servers (tests/bench/echo/run.sh) ---------------------------------------
+ECHO_IMPLS = [("twine", "twine"), ("epoll", "raw epoll"), ("libevent", "libevent"), ("libuv", "libuv"),
+              ("twisted", "Twisted")]
+# (workload, key, label, kind: "rate" higher is better, "time"/"mem" lower is better, format)
+ECHO_ROWS = [
+    ("pp1", "msgs_per_s", "ping-pong 1 conn (msgs/s)", "rate", "{:,.0f}"),
+    ("pp1", "p99_us", "ping-pong 1 conn: p99 (µs)", "time", "{:,.1f}"),
+    ("pp100", "msgs_per_s", "ping-pong 100 conns (msgs/s)", "rate", "{:,.0f}"),
+    ("pp100", "p99_us", "ping-pong 100 conns: p99 (µs)", "time", "{:,.0f}"),
+    ("pp1000", "msgs_per_s", "ping-pong 1,000 conns (msgs/s)", "rate", "{:,.0f}"),
+    ("pp1000", "p99_us", "ping-pong 1,000 conns: p99 (µs)", "time", "{:,.0f}"),
+    ("stream", "mb_per_s", "stream 10 conns (MB/s)", "rate", "{:,.0f}"),
+    ("connect", "conns_per_s", "connect + echo + close (conns/s)", "rate", "{:,.0f}"),
+    ("idle", "rss_per_conn_b", "idle conn: server RSS (bytes/conn)", "mem", "{:,.0f}"),
+]
+# the counted figures: (bench, label, format, twine's target)
+ECHO_COUNTS = [
+    ("echo_sys", "system calls per echoed message", "{:.2f}", 2.05),
+    ("echo_ir", "user-space instructions per echoed message", "{:,.0f}", 250),
+]
+ECHO_VS_EPOLL = 0.95   # twine >= 0.95x the raw epoll loop on every throughput row
+ECHO_MEM_LIMIT = 281   # bytes: below libuv's figure in shared/bench/RESULTS.md
+
+
+def med(vals):
+    return statistics.median(vals) if vals else None
+
+
+def better(tw, peer, kind):
+    """How many times better twine is than the peer (> 1: twine ahead)."""
+    if tw is None or peer is None or tw <= 0 or peer <= 0:
+        return None
+    return tw / peer if kind == "rate" else peer / tw
+
+
+def echo_tables(out, rows):
+    ech = [r for r in rows if r.get("bench") == "echo"]
+    counts = {b: defaultdict(list) for b, *_ in ECHO_COUNTS}   # bench -> impl -> RESULT rows
+    for r in rows:
+        if r.get("bench") in counts:
+            counts[r["bench"]][r["impl"]].append(r)
+
+    def cmed(bench, impl, key="per_msg"):   # median over the rounds of a counted figure
+        return med([float(r[key]) for r in counts[bench].get(impl, []) if key in r])
+
+    if not ech and not any(counts.values()):
+        return
+    present = {r["impl"] for r in ech} | {i for c in counts.values() for i in c}
+    impls = [(i, n) for i, n in ECHO_IMPLS if i in present]
+    data = defaultdict(lambda: defaultdict(list))
+    for r in ech:
+        for w, key, *_ in ECHO_ROWS:
+            if r.get("workload") == w and key in r:
+                data[(w, key)][r["impl"]].append(float(r[key]))
+    reps = len({r.get("rep") for r in ech})
+    idle_n = next((r.get("conns") for r in ech if r.get("workload") == "idle"), None)
+    label = {(w, k): (lbl.replace("idle conn", f"idle conn ({int(idle_n):,} held)") if idle_n else lbl)
+             for w, k, lbl, *_ in ECHO_ROWS}
+
+    if ech:
+        out.append(f"### Echo servers: median of {reps} round(s) (min–max); server and loadgen on one core each")
+        out.append("")
+        out.append("| workload | " + " | ".join(n for _, n in impls) + " |")
+        out.append("|---|" + "---:|" * len(impls))
+        for w, key, _, kind, fmt in ECHO_ROWS:
+            if (w, key) in data:
+                out.append(f"| {label[(w, key)]} | " +
+                           " | ".join(cell(data[(w, key)].get(i), fmt) for i, _ in impls) + " |")
+        out.append("")
+
+        out.append("### Echo servers: ratio to the raw epoll loop (medians; server ÷ raw epoll; "
+                   "rates: > 1 is faster, p99: < 1 is faster; memory: bytes more than raw epoll)")
+        out.append("")
+        others = [(i, n) for i, n in impls if i != "epoll"]
+        out.append("| workload | " + " | ".join(n for _, n in others) + " |")
+        out.append("|---|" + "---:|" * len(others))
+        for w, key, _, kind, fmt in ECHO_ROWS:
+            if (w, key) not in data:
+                continue
+            ref = med(data[(w, key)].get("epoll"))
+            cells = []
+            for i, _ in others:
+                v = med(data[(w, key)].get(i))
+                if v is None or ref is None:
+                    cells.append("n/a")
+                elif kind == "mem":
+                    cells.append(f"{v - ref:+,.0f} B")
+                else:
+                    cells.append(f"{v / ref:.2f}×" if ref > 0 else "n/a")
+            out.append(f"| {label[(w, key)]} | " + " | ".join(cells) + " |")
+        out.append("")
+
+    # twine's targets
+    if "twine" in present:
+        out.append("### Echo targets for twine (× vs a peer: how many times better twine is; > 1 = ahead)")
+        out.append("")
+        out.append("| workload | twine ÷ raw epoll | target | | × vs libevent | ahead | × vs libuv | ahead |")
+        out.append("|---|---:|---|---|---:|---|---:|---|")
+
+        def pm(ok):
+            return "n/a" if ok is None else ("PASS" if ok else "**MISS**")
+
+        def vs(tw, vals, kind):
+            b = better(tw, med(vals), kind)
+            return ("n/a", "n/a") if b is None else (f"{b:.2f}×", pm(b > 1))
+
+        for w, key, _, kind, fmt in ECHO_ROWS:
+            if (w, key) not in data:
+                continue
+            d = data[(w, key)]
+            tw, ref = med(d.get("twine")), med(d.get("epoll"))
+            if kind == "rate":
+                r = f"{tw / ref:.2f}×" if tw and ref else "n/a"
+                t, v = f"≥ {ECHO_VS_EPOLL}×", pm(None if not (tw and ref) else tw / ref >= ECHO_VS_EPOLL)
+            elif kind == "mem":
+                r = f"{tw - ref:+,.0f} B" if tw is not None and ref is not None else "n/a"
+                t, v = f"< {ECHO_MEM_LIMIT} B", pm(None if tw is None else tw < ECHO_MEM_LIMIT)
+            else:
+                r = f"{tw / ref:.2f}×" if tw and ref else "n/a"
+                t, v = "—", ""
+            out.append(f"| {label[(w, key)]} | {r} | {t} | {v} | " + " | ".join(
+                " | ".join(vs(tw, d.get(p), kind)) for p in ("libevent", "libuv")) + " |")
+        for bench, lbl, fmt, limit in ECHO_COUNTS:
+            tw, ref = cmed(bench, "twine"), cmed(bench, "epoll")
+            r = f"{tw / ref:.2f}×" if tw and ref else "n/a"
+            out.append(f"| {lbl} (ping-pong 100) | {r} | ≤ {limit:,} | {pm(None if tw is None else tw <= limit)} | " +
+                       " | ".join(" | ".join(vs(tw, [v] if (v := cmed(bench, p)) is not None else [], "time"))
+                                  for p in ("libevent", "libuv")) + " |")
+        out.append("")
+
+    if ech:
+        out.append("### Echo servers: CPU use while measuring, server % / loadgen % (medians; diagnostic: "
+                   "~100 marks the side that limited the run; process time, softirq not included)")
+        out.append("")
+        out.append("| workload | " + " | ".join(n for _, n in impls) + " |")
+        out.append("|---|" + "---:|" * len(impls))
+        for w in ("pp1", "pp100", "pp1000", "stream", "connect"):
+            cpu = defaultdict(lambda: ([], []))
+            for r in ech:
+                if r.get("workload") == w and "srv_cpu" in r and "lg_cpu" in r:
+                    cpu[r["impl"]][0].append(float(r["srv_cpu"]))
+                    cpu[r["impl"]][1].append(float(r["lg_cpu"]))
+            if cpu:
+                out.append(f"| {w} | " + " | ".join(
+                    f"{med(cpu[i][0]):.0f} / {med(cpu[i][1]):.0f}" if i in cpu else "n/a" for i, _ in impls) + " |")
+        out.append("")
+
+    if any(counts.values()):
+        anyc = next(r for c in counts.values() for rs in c.values() for r in rs)
+        sysr = [r for rs in counts["echo_sys"].values() for r in rs]
+        nsys = len({r.get("rep") for r in sysr})
+        out.append(f"### Echo servers: counted figures in steady ping-pong, 100 connections × 64 B "
+                   f"(difference of a {anyc.get('long_s')} s and a {anyc.get('short_s')} s run; "
+                   f"system calls: {sysr[0].get('tool') if sysr else 'n/a'}, median of {nsys} round(s) (min–max); "
+                   "instructions: callgrind Ir, one run)")
+        out.append("")
+        out.append("| server | system calls / msg | of which (per msg, medians) | user-space instructions / msg |")
+        out.append("|---|---:|---|---:|")
+        for i, n in impls:
+            srs = counts["echo_sys"].get(i, [])
+            ir = cmed("echo_ir", i)
+            if srs:
+                keys = {k for r in srs for k in r if k.startswith("n_")}
+                kv = sorted(((k[2:], med([float(r.get(k, 0)) for r in srs])) for k in keys),
+                            key=lambda x: -abs(x[1]))
+                parts = ", ".join(f"{k} {v:.2f}" for k, v in kv if abs(v) >= 0.005)
+                line = f"| {n} | {cell([float(r['per_msg']) for r in srs], '{:.2f}')} | {parts} | "
+            else:
+                line = f"| {n} | n/a | | "
+            out.append(line + (f"{ir:,.0f} |" if ir is not None else "n/a |"))
+        out.append("")
+
+
 def main(path):
     header, rows, failed = parse(path)
     out = [h + "  " for h in header]
@@ -194,6 +367,7 @@ def main(path):
                    f"({int(n):,} calls, 200–800 µs apart; µs)", "percentile",
               [(label, lat[key], LAT_TARGETS.get(key)) for key, label in LAT_ROWS], True, "{:.1f}")
     backend_tables(out, rows)
+    echo_tables(out, rows)
     print("\n".join(out))
 
 
