@@ -39,7 +39,9 @@
  *  6. API misuse is caught loudly in debug builds (no NDEBUG): firing a
  *     Deferred twice, unpausing one that is not paused, firing with a
  *     Deferred.  Such calls log at error level, then abort(); release builds
- *     log, free what was passed and return -EALREADY or -EINVAL.
+ *     log, free what was passed and carry on (functions that return a code
+ *     return -EALREADY or -EINVAL; a callback returning its own Deferred
+ *     becomes a failure).
  *  7. Threads: a Deferred belongs to one thread (the reactor's, when it uses
  *     one); nothing here is thread-safe except the hook setter.  To fire a
  *     Deferred from another thread, send the call with tw_call_from_thread().
@@ -48,9 +50,9 @@
  *     and takes nothing it was given (bound arguments stay the caller's).
  *
  * Failures made here have domain "deferred": cancelled (-ECANCELED),
- * timed out (-ETIMEDOUT), out of memory (-ENOMEM), queue overflow
- * (-ENOBUFS) and underflow (-EBUSY), and the first error of a list (the code
- * of that error, which is its cause).
+ * timed out (-ETIMEDOUT), out of memory (-ENOMEM), queue underflow (-EBUSY),
+ * and the first error of a list (the code of that error, which is its
+ * cause).  Queue overflow is a return code of put (-ENOBUFS), not a failure.
  */
 #ifndef TW_DEFERRED_H
 #define TW_DEFERRED_H
@@ -251,9 +253,9 @@ tw_deferred_t *tw_deferred_gather(tw_deferred_t *const *ds, size_t n, unsigned f
  * misuse).  run acquires, then runs fn(in, a1, a2) as a step (in is the
  * semaphore, borrowed) and releases after its outcome, waiting for a Deferred
  * fn returns; the Deferred returned fires with fn's outcome.  free: waiting
- * acquires are errbacked with the cancelled failure first; free only when no
- * run() is still in progress, and never from inside one of its own steps.  new returns NULL on
- * -ENOMEM or tokens < 1, acquire and run NULL on -ENOMEM. */
+ * acquires are errbacked ("the semaphore was freed"); free only when no
+ * run() is still in progress, and never from inside one of its own steps.
+ * new returns NULL on -ENOMEM or tokens < 1, acquire and run NULL on -ENOMEM. */
 typedef struct tw_deferred_semaphore tw_deferred_semaphore_t;
 typedef struct tw_deferred_semaphore tw_deferred_lock_t;
 

@@ -3,8 +3,10 @@
  *
  * With a fake clock, a reactor's time moves only when the test says so:
  * delayed calls, timeouts and back-off delays are tested in microseconds,
- * deterministically.  I/O still works (the reactor still polls), but its
- * waits never block on the clock.
+ * deterministically.  I/O still works (the reactor still polls), and
+ * tw_fake_clock_advance never blocks; drive the reactor with it rather than
+ * with tw_reactor_run or tw_reactor_iterate(-1), which would wait in real
+ * time for the next fake deadline.
  *
  * Ownership: a tw_fake_clock_t belongs to the caller and must outlive its
  * use by the reactor (until tw_fake_clock_detach or tw_reactor_free).
@@ -31,8 +33,10 @@ void tw_fake_clock_detach(tw_fake_clock_t *c);
 
 /* Move time forward by `delta` (>= 0) and run every delayed call that is
  * due by then, in deadline order, including calls those calls schedule that
- * are due too (Twisted's Clock.advance).  Soon calls run as well, and ready
- * descriptors are dispatched, each pass without blocking.  Returns the
+ * are due too (Twisted's Clock.advance).  Each pass is one non-blocking
+ * tw_reactor_iterate: ready descriptors are dispatched and the soon calls
+ * queued before the pass run (a soon call queued by a soon call waits for
+ * the next advance).  Returns the
  * number of callbacks run. */
 int tw_fake_clock_advance(tw_fake_clock_t *c, tw_time_t delta);
 
