@@ -1,8 +1,10 @@
 /* test_reconnect.c -- the plain and the reconnecting client factory: the
- * back-off arithmetic alone (delays, jitter, reset, max_retries), then real
- * connections over loopback (refused attempts backing off and giving up, a
- * server coming up, a lost connection retried, stop_trying, a connector freed
- * from a hook). */
+ * back-off arithmetic alone (delays, jitter, reset, max_retries); then real
+ * connections over loopback on a fake clock, where every retry is checked to
+ * start at its exact time (refused attempts backing off and giving up, a
+ * seeded jitter, stop_trying, a connector freed from a hook, a lost
+ * connection retried with and without manual_reset); then one run on the
+ * real clock (a server coming up, a lost connection retried). */
 #define _GNU_SOURCE
 #include "testutil.h"
 
@@ -14,6 +16,7 @@
 #include <unistd.h>
 
 #include "tw_factory.h"
+#include "tw_testing.h"
 
 #define E_FACTOR 2.7182818284590451
 
@@ -57,7 +60,7 @@ typedef struct seen {
     tw_reconnecting_factory_t *f; /* when set: record its delay at each start */
     double delay_at[MAX_ATTEMPTS];
     int started, failed, lost, made, proto_lost, gave_up;
-    tw_time_t started_at[MAX_ATTEMPTS], lost_at;
+    tw_time_t started_at[MAX_ATTEMPTS], lost_at, gave_up_at;
     int fail_code[MAX_ATTEMPTS];
     const char *fail_domain[MAX_ATTEMPTS];
     bool lost_clean, gave_up_clean;
@@ -154,6 +157,7 @@ static void hook_gave_up(tw_connector_t *c, const tw_failure_t *reason, void *ar
     (void)c;
     seen_t *s = arg;
     s->gave_up++;
+    s->gave_up_at = tw_reactor_now(s->r);
     s->gave_up_clean = reason == NULL;
     if (reason) {
         s->gave_up_code = reason->code;
@@ -219,6 +223,58 @@ static tw_reconnect_opts_t small_opts(int max_retries)
     o.jitter = 0.0;
     o.max_retries = max_retries;
     return o;
+}
+
+/* 1 s doubling, capped at 10 s, no jitter: on the fake clock. */
+static tw_reconnect_opts_t clock_opts(int max_retries)
+{
+    tw_reconnect_opts_t o = TW_RECONNECT_DEFAULTS;
+    o.initial_delay = 1.0;
+    o.factor = 2.0;
+    o.max_delay = 10.0;
+    o.jitter = 0.0;
+    o.max_retries = max_retries;
+    return o;
+}
+
+/* ---- the fake clock ----------------------------------------------------- */
+
+/* Where the fake clocks start: not 0, so that a deadline taken as absolute
+ * instead of relative shows. */
+#define T0 TW_SEC(1000)
+
+static void assert_clean(tw_reactor_t *r)
+{
+    char what[160];
+    if (tw_reactor_check_clean(r, what, sizeof what) != 0)
+        fail_msg("%s", what);
+}
+
+/* Let the kernel's answer (a refusal, an accepted connection, a close)
+ * reach the factory without moving the fake clock: advance by 0, then wait
+ * for I/O in real time -- a reactor on a fake clock never waits on the
+ * clock -- until *counter reaches want. */
+static void io_until(tw_fake_clock_t *clock, const int *counter, int want)
+{
+    tw_time_t now = clock->now;
+    assert_true(tw_fake_clock_advance(clock, 0) >= 0);
+    assert_true(tw_test_iterate_until(clock->r, counter, want, 200));
+    assert_int_equal(tw_reactor_now(clock->r), now);
+}
+
+/* The retry pending is the reactor's only delayed call, due at `when`; the
+ * attempt starts exactly then, not a nanosecond before. */
+static void expect_retry_at(tw_fake_clock_t *clock, seen_t *s, tw_time_t when)
+{
+    int started = s->started;
+    assert_int_equal(tw_reactor_timer_count(clock->r), 1);
+    assert_int_equal(tw_reactor_next_timer(clock->r), when);
+    assert_true(when > clock->now);
+    assert_true(tw_fake_clock_advance(clock, when - clock->now - 1) >= 0);
+    assert_int_equal(s->started, started);
+    assert_true(tw_fake_clock_advance(clock, 1) > 0);
+    assert_int_equal(s->started, started + 1);
+    assert_int_equal(s->started_at[started], when);
 }
 
 /* ---- the arithmetic ----------------------------------------------------- */
@@ -384,151 +440,113 @@ static void reset_and_max_retries(void **state)
     tw_reactor_free(r);
 }
 
-/* ---- over loopback ------------------------------------------------------ */
+/* ---- on a fake clock ---------------------------------------------------- */
 
-/* One run: refused attempts until the factory gives up.  The hard checks
- * are asserted; returns whether the measured spacing also grew with the
- * delay (timing: a loaded machine can delay one attempt by more than the
- * 20 ms the next delay adds). */
-static bool refused_run(tw_reactor_t *r, int port)
+static void refused_attempts_retry_at_exact_times_then_give_up(void **state)
 {
+    (void)state;
+    tw_reactor_t *r = new_reactor();
+    int port = free_port(r);
+    tw_fake_clock_t clock;
+    tw_fake_clock_attach(&clock, r, T0);
     seen_t s = { .r = r };
     tw_client_hooks_t h = all_hooks(&s);
-    tw_reconnect_opts_t o = small_opts(4);
+    tw_reconnect_opts_t o = clock_opts(6);
     tw_reconnecting_factory_t f;
     assert_int_equal(tw_reconnecting_factory_init(&f, r, &h, &o), 0);
     s.f = &f;
     logcap.n = 0;
 
+    /* Each refusal schedules the next attempt initial * factor^n later,
+     * capped: 2, 4, 8, 10, 10, 10 s. */
     tw_connector_t *c = connect_to(r, &f.base, port);
-    assert_true(tw_test_iterate_until(r, &s.gave_up, 1, 400));
-    assert_int_equal(s.started, 5); /* the first attempt and 4 retries */
-    assert_int_equal(s.failed, 5);
-    assert_int_equal(s.made, 0);
-    for (int i = 0; i < 5; i++) {
-        assert_string_equal(s.fail_domain[i], "tcp");
-        assert_int_equal(s.fail_code[i], -ECONNREFUSED);
+    assert_int_equal(s.started, 1);
+    assert_int_equal(s.started_at[0], T0);
+    tw_time_t at = T0;
+    for (int n = 1; n <= 6; n++) {
+        io_until(&clock, &s.failed, n);
+        assert_int_equal(s.fail_code[n - 1], -ECONNREFUSED);
+        assert_string_equal(s.fail_domain[n - 1], "tcp");
+        assert_true(tw_reconnecting_factory_pending(&f));
+        double delay = fmin(o.initial_delay * pow(o.factor, n), o.max_delay);
+        at += tw_seconds(delay);
+        expect_retry_at(&clock, &s, at);
+        assert_true(s.delay_at[n] == delay);
+        assert_int_equal(tw_reconnecting_factory_retries(&f), n);
     }
+    assert_int_equal(at, T0 + TW_SEC(2 + 4 + 8 + 10 + 10 + 10));
+
+    /* The 6th retry's refusal: it gives up at once, with that failure. */
+    io_until(&clock, &s.failed, 7);
+    assert_int_equal(s.gave_up, 1);
+    assert_int_equal(s.gave_up_at, at);
     assert_false(s.gave_up_clean);
     assert_string_equal(s.gave_up_domain, "tcp");
     assert_int_equal(s.gave_up_code, -ECONNREFUSED);
-
-    /* The delay behind each attempt, as seen when it started: 20, 40, 80,
-     * 80 ms (non-decreasing); each attempt came at least that long after
-     * the one before. */
-    const double delay[] = { 0.02, 0.04, 0.08, 0.08 };
-    tw_time_t gap[4];
-    for (int i = 0; i < 4; i++) {
-        assert_true(fabs(s.delay_at[i + 1] - delay[i]) < 1e-12);
-        gap[i] = s.started_at[i + 1] - s.started_at[i];
-        assert_true(gap[i] >= tw_seconds(delay[i]));
-    }
-    bool grew = true; /* at the cap, equal delays may measure either way */
-    for (int i = 0; i + 1 < 4; i++)
-        if (delay[i + 1] > delay[i] && gap[i + 1] < gap[i])
-            grew = false;
-
-    assert_int_equal(logcap.n, 5);
-    assert_string_equal(logcap.lines[0], "reconnecting in 0.02 s (attempt 1)");
-    assert_string_equal(logcap.lines[1], "reconnecting in 0.04 s (attempt 2)");
-    assert_string_equal(logcap.lines[3], "reconnecting in 0.08 s (attempt 4)");
-    assert_string_equal(logcap.lines[4], "giving up after 4 retries");
     assert_false(tw_reconnecting_factory_trying(&f));
     assert_false(tw_reconnecting_factory_pending(&f));
-    assert_int_equal(tw_reconnecting_factory_retries(&f), 4);
-    assert_int_equal(tw_reactor_timer_count(r), 0);
-    spin(r, 30);
-    assert_int_equal(s.started, 5);
+    assert_int_equal(tw_reconnecting_factory_retries(&f), 6);
+    assert_clean(r);
+    tw_fake_clock_advance(&clock, TW_SEC(3600));
+    assert_int_equal(s.started, 7);
+    assert_int_equal(s.made, 0);
+
+    assert_int_equal(logcap.n, 7);
+    assert_string_equal(logcap.lines[0], "reconnecting in 2.00 s (attempt 1)");
+    assert_string_equal(logcap.lines[2], "reconnecting in 8.00 s (attempt 3)");
+    assert_string_equal(logcap.lines[5], "reconnecting in 10.00 s (attempt 6)");
+    assert_string_equal(logcap.lines[6], "giving up after 6 retries");
 
     tw_connector_free(c);
-    assert_int_equal(tw_reactor_timer_count(r), 0);
-    assert_int_equal(tw_reactor_watched_count(r), 0);
-    return grew;
-}
-
-static void refused_attempts_back_off_then_give_up(void **state)
-{
-    (void)state;
-    tw_reactor_t *r = new_reactor();
-    int port = free_port(r);
-    /* The measured spacing must grow in one of three runs (an unloaded run
-     * always shows it; see refused_run). */
-    bool grew = false;
-    for (int run = 0; run < 3 && !grew; run++)
-        grew = refused_run(r, port);
-    assert_true(grew);
+    assert_clean(r);
+    tw_fake_clock_detach(&clock);
     tw_reactor_free(r);
 }
 
-static void connects_once_server_is_up_and_reconnects_after_loss(void **state)
+static void seeded_jitter_retries_at_the_factorys_own_times(void **state)
 {
     (void)state;
     tw_reactor_t *r = new_reactor();
     int port = free_port(r);
-    seen_t s = { .r = r }, srv = { .r = r };
+    tw_fake_clock_t clock;
+    tw_fake_clock_attach(&clock, r, T0);
+    seen_t s = { .r = r };
     tw_client_hooks_t h = all_hooks(&s);
-    tw_reconnect_opts_t o = small_opts(0);
-    tw_reconnecting_factory_t f;
+    tw_reconnect_opts_t o = TW_RECONNECT_DEFAULTS; /* factor e, jitter 0.1196... */
+    o.max_retries = 5;
+    tw_reconnecting_factory_t f, twin;
     assert_int_equal(tw_reconnecting_factory_init(&f, r, &h, &o), 0);
-    tw_client_factory_t server;
-    tw_client_hooks_t sh = { .build = counted_build, .arg = &srv };
-    assert_int_equal(tw_client_factory_init(&server, &sh), 0);
+    assert_int_equal(tw_reconnecting_factory_init(&twin, r, &h, &o), 0);
+    tw_reconnecting_factory_seed(&f, 42);
+    tw_reconnecting_factory_seed(&twin, 42);
+    s.f = &f;
 
-    /* Nobody listens yet: three refused attempts, the delay grows. */
+    /* The twin, never connected, computes the delays the factory will use. */
+    double delay[5], base = o.initial_delay;
+    for (int i = 0; i < 5; i++) {
+        delay[i] = tw_reconnecting_factory_next_delay(&twin);
+        assert_true(delay[i] > 0 && delay[i] != base * o.factor); /* jittered */
+        base = delay[i];
+    }
+
     tw_connector_t *c = connect_to(r, &f.base, port);
-    assert_true(tw_test_iterate_until(r, &s.failed, 3, 400));
-    assert_int_equal(s.failed, 3);
-    assert_int_equal(tw_reconnecting_factory_retries(&f), 3);
-    assert_true(fabs(tw_reconnecting_factory_delay(&f) - 0.08) < 1e-12);
-    assert_true(tw_reconnecting_factory_pending(&f));
-
-    /* The server comes up: the pending retry connects, and the connection
-     * resets the back-off. */
-    tw_listener_t *l = listen_on(r, &server.base, port);
-    assert_true(tw_test_iterate_until(r, &s.made, 1, 400));
-    assert_true(tw_test_iterate_until(r, &srv.made, 1, 400));
-    assert_int_equal(s.started, 4);
-    assert_int_equal(s.failed, 3);
-    assert_true(s.started_at[3] - s.started_at[2] >= TW_MSEC(80));
-    assert_int_equal(tw_reconnecting_factory_retries(&f), 0);
-    assert_true(tw_reconnecting_factory_delay(&f) == 0.010);
-    assert_false(tw_reconnecting_factory_pending(&f));
-    assert_non_null(tw_connector_transport(c));
-
-    /* The server drops it: connection_lost, then a retry after
-     * initial * factor = 20 ms, which connects again. */
-    tw_factory_lose_connections(&server.base);
-    assert_true(tw_test_iterate_until(r, &s.made, 2, 400));
-    assert_int_equal(s.lost, 1);
-    assert_int_equal(s.proto_lost, 1);
-    assert_true(s.lost_clean);
-    assert_int_equal(s.started, 5);
-    assert_true(s.started_at[4] - s.lost_at >= TW_MSEC(20));
-    assert_int_equal(tw_reconnecting_factory_retries(&f), 0);
-    assert_true(tw_reconnecting_factory_delay(&f) == 0.010);
-
-    /* stop_trying while connected leaves the connection alone; once it is
-     * lost, nothing is retried. */
-    tw_reconnecting_factory_stop_trying(&f);
-    assert_non_null(tw_connector_transport(c));
-    assert_int_equal(s.failed, 3);
-    assert_true(tw_test_iterate_until(r, &srv.made, 2, 400));
-    tw_factory_lose_connections(&server.base);
-    assert_true(tw_test_iterate_until(r, &s.lost, 2, 400));
-    spin(r, 100);
-    assert_int_equal(s.started, 5);
-    assert_int_equal(s.made, 2);
-    assert_false(tw_reconnecting_factory_pending(&f));
-    assert_null(tw_connector_transport(c));
+    tw_time_t at = T0;
+    for (int n = 1; n <= 5; n++) {
+        io_until(&clock, &s.failed, n);
+        at += tw_seconds(delay[n - 1]);
+        expect_retry_at(&clock, &s, at);
+        assert_true(s.delay_at[n] == delay[n - 1]);
+    }
+    io_until(&clock, &s.failed, 6);
+    assert_int_equal(s.gave_up, 1);
+    assert_int_equal(s.gave_up_at, at);
+    assert_clean(r);
+    tw_fake_clock_advance(&clock, TW_SEC(3600));
+    assert_int_equal(s.started, 6);
 
     tw_connector_free(c);
-    tw_listener_close(l);
-    assert_true(tw_test_iterate_until(r, &srv.proto_lost, 2, 400));
-    spin(r, 10);
-    assert_int_equal(tw_factory_connection_count(&server.base), 0);
-    assert_int_equal(tw_factory_connection_count(&f.base), 0);
-    assert_int_equal(tw_reactor_timer_count(r), 0);
-    assert_int_equal(tw_reactor_watched_count(r), 0);
+    assert_clean(r);
+    tw_fake_clock_detach(&clock);
     tw_reactor_free(r);
 }
 
@@ -537,9 +555,11 @@ static void stop_trying_cancels_the_attempt_and_the_pending_retry(void **state)
     (void)state;
     tw_reactor_t *r = new_reactor();
     int port = free_port(r);
+    tw_fake_clock_t clock;
+    tw_fake_clock_attach(&clock, r, T0);
     seen_t s = { .r = r };
     tw_client_hooks_t h = all_hooks(&s);
-    tw_reconnect_opts_t o = small_opts(0);
+    tw_reconnect_opts_t o = clock_opts(0);
     tw_reconnecting_factory_t f;
     assert_int_equal(tw_reconnecting_factory_init(&f, r, &h, &o), 0);
 
@@ -550,30 +570,35 @@ static void stop_trying_cancels_the_attempt_and_the_pending_retry(void **state)
     assert_int_equal(s.failed, 1);
     assert_int_equal(s.fail_code[0], -ECANCELED);
     assert_false(tw_reconnecting_factory_pending(&f));
-    assert_int_equal(tw_reactor_timer_count(r), 0);
-    spin(r, 60);
+    assert_clean(r);
+    tw_fake_clock_advance(&clock, TW_SEC(3600));
     assert_int_equal(s.started, 1);
     assert_int_equal(s.failed, 1);
 
-    /* Trying again (reset_delay), by hand: refused, a retry is pending;
-     * stop_trying drops it. */
+    /* Trying again (reset_delay), by hand: refused, a retry is pending for
+     * 2 s later; stop_trying a nanosecond before drops it. */
     tw_reconnecting_factory_reset_delay(&f);
     assert_int_equal(tw_connector_connect(c), 0);
-    assert_true(tw_test_iterate_until(r, &s.failed, 2, 400));
+    tw_time_t at = clock.now;
+    io_until(&clock, &s.failed, 2);
     assert_int_equal(s.fail_code[1], -ECONNREFUSED);
     assert_true(tw_reconnecting_factory_pending(&f));
-    assert_int_equal(tw_reactor_timer_count(r), 1);
+    assert_int_equal(tw_reactor_check_clean(r, NULL, 0), -1);
+    assert_int_equal(tw_reactor_next_timer(r), at + TW_SEC(2));
+    tw_fake_clock_advance(&clock, TW_SEC(2) - 1);
+    assert_int_equal(s.started, 2);
     tw_reconnecting_factory_stop_trying(&f);
     assert_false(tw_reconnecting_factory_pending(&f));
-    assert_int_equal(tw_reactor_timer_count(r), 0);
+    assert_int_equal(s.failed, 2); /* nothing in progress to cancel */
+    assert_clean(r);
     assert_int_equal(tw_reconnecting_factory_retry(&f, NULL), -ECANCELED);
-    spin(r, 60);
+    tw_fake_clock_advance(&clock, TW_SEC(3600));
     assert_int_equal(s.started, 2);
     assert_int_equal(s.failed, 2);
 
     tw_connector_free(c);
-    assert_int_equal(tw_reactor_timer_count(r), 0);
-    assert_int_equal(tw_reactor_watched_count(r), 0);
+    assert_clean(r);
+    tw_fake_clock_detach(&clock);
     tw_reactor_free(r);
 }
 
@@ -582,67 +607,94 @@ static void freeing_the_connector_cancels_the_retry(void **state)
     (void)state;
     tw_reactor_t *r = new_reactor();
     int port = free_port(r);
+    tw_fake_clock_t clock;
+    tw_fake_clock_attach(&clock, r, T0);
     seen_t s = { .r = r };
     tw_client_hooks_t h = all_hooks(&s);
-    tw_reconnect_opts_t o = small_opts(0);
+    tw_reconnect_opts_t o = clock_opts(0);
     tw_reconnecting_factory_t f;
     assert_int_equal(tw_reconnecting_factory_init(&f, r, &h, &o), 0);
 
     /* freed from outside, with a retry pending */
     tw_connector_t *c = connect_to(r, &f.base, port);
-    assert_true(tw_test_iterate_until(r, &s.failed, 1, 400));
+    io_until(&clock, &s.failed, 1);
     assert_true(tw_reconnecting_factory_pending(&f));
     tw_connector_free(c);
     assert_false(tw_reconnecting_factory_pending(&f));
-    assert_int_equal(tw_reactor_timer_count(r), 0);
+    assert_clean(r);
+    tw_fake_clock_advance(&clock, TW_SEC(3600));
+    assert_int_equal(s.started, 1);
 
     /* freed from the connection_failed hook: nothing is scheduled */
     s.free_in_failed = true;
     connect_to(r, &f.base, port);
-    assert_true(tw_test_iterate_until(r, &s.failed, 2, 400));
+    io_until(&clock, &s.failed, 2);
     assert_false(tw_reconnecting_factory_pending(&f));
-    assert_int_equal(tw_reactor_timer_count(r), 0);
-    spin(r, 40);
+    assert_clean(r);
+    tw_fake_clock_advance(&clock, TW_SEC(3600));
     assert_int_equal(s.started, 2);
-    assert_int_equal(tw_reactor_watched_count(r), 0);
+    tw_fake_clock_detach(&clock);
     tw_reactor_free(r);
 }
 
-static void manual_reset_keeps_the_delay_across_connections(void **state)
+/* A lost connection is retried initial * factor after the loss; the next
+ * loss's retry comes after the same delay when connecting reset it, after
+ * a grown one with manual_reset (until reset_delay). */
+static void lost_connections_are_retried_at_exact_times(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
-    seen_t s = { .r = r }, srv = { .r = r };
-    tw_client_hooks_t h = all_hooks(&s);
-    tw_reconnect_opts_t o = small_opts(0);
-    o.manual_reset = true;
-    tw_reconnecting_factory_t f;
-    assert_int_equal(tw_reconnecting_factory_init(&f, r, &h, &o), 0);
-    tw_client_factory_t server;
-    tw_client_hooks_t sh = { .build = counted_build, .arg = &srv };
-    assert_int_equal(tw_client_factory_init(&server, &sh), 0);
-    tw_listener_t *l = listen_on(r, &server.base, 0);
+    for (int manual = 0; manual <= 1; manual++) {
+        tw_reactor_t *r = new_reactor();
+        tw_fake_clock_t clock;
+        tw_fake_clock_attach(&clock, r, T0);
+        seen_t s = { .r = r }, srv = { .r = r };
+        tw_client_hooks_t h = all_hooks(&s);
+        tw_reconnect_opts_t o = clock_opts(0);
+        o.manual_reset = manual;
+        tw_reconnecting_factory_t f;
+        assert_int_equal(tw_reconnecting_factory_init(&f, r, &h, &o), 0);
+        tw_client_factory_t server;
+        tw_client_hooks_t sh = { .build = counted_build, .arg = &srv };
+        assert_int_equal(tw_client_factory_init(&server, &sh), 0);
+        tw_listener_t *l = listen_on(r, &server.base, 0);
 
-    tw_connector_t *c = connect_to(r, &f.base, tw_listener_port(l));
-    assert_true(tw_test_iterate_until(r, &s.made, 1, 400));
-    assert_true(tw_test_iterate_until(r, &srv.made, 1, 400));
-    tw_factory_lose_connections(&server.base);
-    assert_true(tw_test_iterate_until(r, &s.made, 2, 400));
-    assert_true(tw_test_iterate_until(r, &srv.made, 2, 400));
-    /* no reset on connecting: the retry counted and the delay grew */
-    assert_int_equal(tw_reconnecting_factory_retries(&f), 1);
-    assert_true(tw_reconnecting_factory_delay(&f) == 0.020);
-    tw_reconnecting_factory_reset_delay(&f);
-    assert_int_equal(tw_reconnecting_factory_retries(&f), 0);
+        tw_connector_t *c = connect_to(r, &f.base, tw_listener_port(l));
+        io_until(&clock, &s.made, 1);
+        io_until(&clock, &srv.made, 1);
+        /* Each retry's delay, then the retry count once it connected. */
+        const double want[] = { 2.0, manual ? 4.0 : 2.0, 2.0 };
+        const int retries[] = { manual, 2 * manual, manual };
+        for (int i = 0; i < 3; i++) {
+            if (i == 2 && manual) { /* what a handshake would do */
+                tw_reconnecting_factory_reset_delay(&f);
+                assert_true(tw_reconnecting_factory_delay(&f) == 1.0);
+            }
+            tw_factory_lose_connections(&server.base);
+            io_until(&clock, &s.lost, i + 1);
+            assert_true(s.lost_clean);
+            assert_int_equal(s.lost_at, clock.now);
+            expect_retry_at(&clock, &s, s.lost_at + tw_seconds(want[i]));
+            io_until(&clock, &s.made, i + 2);
+            io_until(&clock, &srv.made, i + 2);
+            assert_false(tw_reconnecting_factory_pending(&f));
+            /* manual_reset: connecting reset nothing, the delay stays grown */
+            assert_int_equal(tw_reconnecting_factory_retries(&f), retries[i]);
+            assert_true(tw_reconnecting_factory_delay(&f) == (manual ? want[i] : 1.0));
+        }
+        assert_int_equal(s.failed, 0);
+        assert_int_equal(s.proto_lost, 3);
 
-    tw_reconnecting_factory_stop_trying(&f);
-    tw_connector_free(c);
-    tw_listener_close(l);
-    assert_true(tw_test_iterate_until(r, &srv.proto_lost, 2, 400));
-    spin(r, 10);
-    assert_int_equal(tw_reactor_timer_count(r), 0);
-    assert_int_equal(tw_reactor_watched_count(r), 0);
-    tw_reactor_free(r);
+        tw_reconnecting_factory_stop_trying(&f);
+        tw_connector_free(c);
+        tw_listener_close(l);
+        io_until(&clock, &srv.proto_lost, 4);
+        tw_fake_clock_advance(&clock, 0);
+        assert_int_equal(tw_factory_connection_count(&server.base), 0);
+        assert_int_equal(tw_factory_connection_count(&f.base), 0);
+        assert_clean(r);
+        tw_fake_clock_detach(&clock);
+        tw_reactor_free(r);
+    }
 }
 
 static void plain_client_factory_calls_its_hooks(void **state)
@@ -650,6 +702,8 @@ static void plain_client_factory_calls_its_hooks(void **state)
     (void)state;
     tw_reactor_t *r = new_reactor();
     int closed = free_port(r);
+    tw_fake_clock_t clock;
+    tw_fake_clock_attach(&clock, r, T0);
     seen_t s = { .r = r }, srv = { .r = r };
     tw_client_hooks_t h = all_hooks(&s);
     tw_client_factory_t f, server;
@@ -661,26 +715,102 @@ static void plain_client_factory_calls_its_hooks(void **state)
 
     tw_connector_t *c = connect_to(r, &f.base, tw_listener_port(l));
     assert_int_equal(s.started, 1);
-    assert_true(tw_test_iterate_until(r, &s.made, 1, 400));
+    io_until(&clock, &s.made, 1);
     tw_factory_lose_connections(&server.base);
-    assert_true(tw_test_iterate_until(r, &s.lost, 1, 400));
+    io_until(&clock, &s.lost, 1);
     assert_true(s.lost_clean);
     assert_int_equal(s.proto_lost, 1);
     assert_int_equal(tw_reactor_timer_count(r), 0); /* a plain factory never retries */
     tw_connector_free(c);
 
     c = connect_to(r, &f.base, closed);
-    assert_true(tw_test_iterate_until(r, &s.failed, 1, 400));
+    io_until(&clock, &s.failed, 1);
     assert_string_equal(s.fail_domain[0], "tcp");
     assert_int_equal(s.fail_code[0], -ECONNREFUSED);
-    spin(r, 30);
+    tw_fake_clock_advance(&clock, TW_SEC(3600));
     assert_int_equal(s.started, 2);
     tw_connector_free(c);
 
     tw_listener_close(l);
-    assert_true(tw_test_iterate_until(r, &srv.proto_lost, 1, 400));
-    assert_int_equal(tw_reactor_timer_count(r), 0);
-    assert_int_equal(tw_reactor_watched_count(r), 0);
+    io_until(&clock, &srv.proto_lost, 1);
+    tw_fake_clock_advance(&clock, 0);
+    assert_clean(r);
+    tw_fake_clock_detach(&clock);
+    tw_reactor_free(r);
+}
+
+/* ---- on the real clock ---------------------------------------------------- */
+
+static void connects_once_server_is_up_and_reconnects_after_loss(void **state)
+{
+    (void)state;
+    tw_reactor_t *r = new_reactor();
+    int port = free_port(r);
+    seen_t s = { .r = r }, srv = { .r = r };
+    tw_client_hooks_t h = all_hooks(&s);
+    tw_reconnect_opts_t o = clock_opts(0); /* tiny: 1 ms doubling, capped at 4 ms */
+    o.initial_delay = 0.001;
+    o.max_delay = 0.004;
+    tw_reconnecting_factory_t f;
+    assert_int_equal(tw_reconnecting_factory_init(&f, r, &h, &o), 0);
+    tw_client_factory_t server;
+    tw_client_hooks_t sh = { .build = counted_build, .arg = &srv };
+    assert_int_equal(tw_client_factory_init(&server, &sh), 0);
+
+    /* Nobody listens yet: three refused attempts, the delay grows. */
+    tw_connector_t *c = connect_to(r, &f.base, port);
+    assert_true(tw_test_iterate_until(r, &s.failed, 3, 400));
+    assert_int_equal(s.failed, 3);
+    assert_int_equal(tw_reconnecting_factory_retries(&f), 3);
+    assert_true(tw_reconnecting_factory_delay(&f) == 0.004);
+    assert_true(tw_reconnecting_factory_pending(&f));
+
+    /* The server comes up: the pending retry connects, and the connection
+     * resets the back-off. */
+    tw_listener_t *l = listen_on(r, &server.base, port);
+    assert_true(tw_test_iterate_until(r, &s.made, 1, 400));
+    assert_true(tw_test_iterate_until(r, &srv.made, 1, 400));
+    assert_int_equal(s.started, 4);
+    assert_int_equal(s.failed, 3);
+    assert_true(s.started_at[3] - s.started_at[2] >= TW_MSEC(4));
+    assert_int_equal(tw_reconnecting_factory_retries(&f), 0);
+    assert_true(tw_reconnecting_factory_delay(&f) == 0.001);
+    assert_false(tw_reconnecting_factory_pending(&f));
+    assert_non_null(tw_connector_transport(c));
+
+    /* The server drops it: connection_lost, then a retry after
+     * initial * factor = 2 ms, which connects again. */
+    tw_factory_lose_connections(&server.base);
+    assert_true(tw_test_iterate_until(r, &s.made, 2, 400));
+    assert_int_equal(s.lost, 1);
+    assert_int_equal(s.proto_lost, 1);
+    assert_true(s.lost_clean);
+    assert_int_equal(s.started, 5);
+    assert_true(s.started_at[4] - s.lost_at >= TW_MSEC(2));
+    assert_int_equal(tw_reconnecting_factory_retries(&f), 0);
+    assert_true(tw_reconnecting_factory_delay(&f) == 0.001);
+
+    /* stop_trying while connected leaves the connection alone; once it is
+     * lost, nothing is retried. */
+    tw_reconnecting_factory_stop_trying(&f);
+    assert_non_null(tw_connector_transport(c));
+    assert_int_equal(s.failed, 3);
+    assert_true(tw_test_iterate_until(r, &srv.made, 2, 400));
+    tw_factory_lose_connections(&server.base);
+    assert_true(tw_test_iterate_until(r, &s.lost, 2, 400));
+    spin(r, 20); /* five times the longest delay */
+    assert_int_equal(s.started, 5);
+    assert_int_equal(s.made, 2);
+    assert_false(tw_reconnecting_factory_pending(&f));
+    assert_null(tw_connector_transport(c));
+
+    tw_connector_free(c);
+    tw_listener_close(l);
+    assert_true(tw_test_iterate_until(r, &srv.proto_lost, 2, 400));
+    spin(r, 5);
+    assert_int_equal(tw_factory_connection_count(&server.base), 0);
+    assert_int_equal(tw_factory_connection_count(&f.base), 0);
+    assert_clean(r);
     tw_reactor_free(r);
 }
 
@@ -694,12 +824,13 @@ int main(void)
         cmocka_unit_test(jittered_delays_are_seeded_and_bounded),
         cmocka_unit_test(jitter_is_normally_distributed),
         cmocka_unit_test(reset_and_max_retries),
-        cmocka_unit_test(refused_attempts_back_off_then_give_up),
-        cmocka_unit_test(connects_once_server_is_up_and_reconnects_after_loss),
+        cmocka_unit_test(refused_attempts_retry_at_exact_times_then_give_up),
+        cmocka_unit_test(seeded_jitter_retries_at_the_factorys_own_times),
         cmocka_unit_test(stop_trying_cancels_the_attempt_and_the_pending_retry),
         cmocka_unit_test(freeing_the_connector_cancels_the_retry),
-        cmocka_unit_test(manual_reset_keeps_the_delay_across_connections),
+        cmocka_unit_test(lost_connections_are_retried_at_exact_times),
         cmocka_unit_test(plain_client_factory_calls_its_hooks),
+        cmocka_unit_test(connects_once_server_is_up_and_reconnects_after_loss),
     };
     TW_TEST_MAIN(tests);
 }
