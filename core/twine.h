@@ -16,6 +16,7 @@
 #include "tw_log.h"
 #include "tw_reactor.h"
 #include "tw_deferred.h"
+#include "tw_task.h"
 #include "tw_testing.h"
 #include "tw_transport.h"
 #include "tw_tcp.h"
