@@ -72,6 +72,7 @@ typedef struct tw__trigger {
     uint8_t phase, event, dead;
     tw_call_cb cb;
     void *arg;
+    tw_shutdown_cb dcb; /* set instead of cb: a "before shutdown" Deferred trigger */
 } tw__trigger_t;
 
 typedef struct tw__sighandler {
@@ -110,6 +111,8 @@ struct tw_reactor {
     tw__trigger_t *trig;
     int trig_n, trig_cap, trig_next_id, trig_firing;
     tw__callq_t when_running;
+    tw_time_t shutdown_timeout; /* how long shutdown waits for Deferreds */
+    int draining;               /* waiting for them: the loop runs while stopping */
 
     /* run state */
     int running, stopping;

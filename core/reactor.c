@@ -5,10 +5,12 @@
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
+#include "tw_deferred.h"
 
 const char *tw_reactor_backend_name(void)
 {
@@ -40,6 +42,7 @@ int tw_reactor_new(tw_reactor_t **out)
     r->sig_slot = -1;
     r->wake_rfd = r->wake_wfd = -1;
     r->trig_next_id = 1;
+    r->shutdown_timeout = TW_SHUTDOWN_TIMEOUT;
     tw__thread_calls_init(r);
     tw__timers_init(r);
 
@@ -276,7 +279,7 @@ static int reactor_grow_fired(tw_reactor_t *r)
 
 static int reactor_timeout_ms(tw_reactor_t *r, tw_time_t timeout)
 {
-    if (r->soon.n || r->stopping || r->tq_poll)
+    if (r->soon.n || (r->stopping && !r->draining) || r->tq_poll)
         return 0;
     tw_time_t next = tw__timers_next(r);
     if (next != TW_TIME_MAX) {
@@ -343,9 +346,9 @@ tw_time_t tw_reactor_now(tw_reactor_t *r)
 #define TRIG_ONCE 2 /* `dead` value for call_when_running: fire once, then go */
 
 static int reactor_add_trigger(tw_reactor_t *r, tw_phase_t phase, tw_event_t event,
-                               tw_call_cb cb, void *arg, int once)
+                               tw_call_cb cb, tw_shutdown_cb dcb, void *arg, int once)
 {
-    if (!cb || (unsigned)phase > TW_AFTER || (unsigned)event > TW_SHUTDOWN)
+    if ((!cb && !dcb) || (unsigned)phase > TW_AFTER || (unsigned)event > TW_SHUTDOWN)
         return -EINVAL;
     if (r->trig_n == r->trig_cap) {
         int cap = r->trig_cap ? 2 * r->trig_cap : 8;
@@ -359,7 +362,7 @@ static int reactor_add_trigger(tw_reactor_t *r, tw_phase_t phase, tw_event_t eve
     if (r->trig_next_id == INT_MAX)
         r->trig_next_id = 1;
     r->trig[r->trig_n++] = (tw__trigger_t){ id, (uint8_t)phase, (uint8_t)event,
-                                            (uint8_t)(once ? TRIG_ONCE : 0), cb, arg };
+                                            (uint8_t)(once ? TRIG_ONCE : 0), cb, arg, dcb };
     return id;
 }
 
@@ -367,7 +370,21 @@ int tw_reactor_add_trigger(tw_reactor_t *r, tw_phase_t phase, tw_event_t event,
                            tw_call_cb cb, void *arg)
 {
     TW__ASSERT_OWNER(r);
-    return reactor_add_trigger(r, phase, event, cb, arg, 0);
+    return reactor_add_trigger(r, phase, event, cb, NULL, arg, 0);
+}
+
+int tw_reactor_add_shutdown_deferred(tw_reactor_t *r, tw_shutdown_cb fn, void *arg)
+{
+    TW__ASSERT_OWNER(r);
+    if (!fn)
+        return -EINVAL;
+    return reactor_add_trigger(r, TW_BEFORE, TW_SHUTDOWN, NULL, fn, arg, 0);
+}
+
+void tw_reactor_set_shutdown_timeout(tw_reactor_t *r, tw_time_t timeout)
+{
+    TW__ASSERT_OWNER(r);
+    r->shutdown_timeout = timeout > 0 ? timeout : 0;
 }
 
 static void reactor_compact_triggers(tw_reactor_t *r)
@@ -393,23 +410,195 @@ int tw_reactor_remove_trigger(tw_reactor_t *r, int id)
     return -ENOENT;
 }
 
-/* Fire every trigger of `event`, phase by phase.  A trigger added while
- * firing runs in this event if its phase is the current one or a later one. */
-static void reactor_fire_event(tw_reactor_t *r, tw_event_t event)
+/* ---- shutdown Deferreds ------------------------------------------------ */
+
+/* The Deferreds that "before shutdown" triggers returned.  The reactor holds
+ * a reference to each (to cancel it) while it waits; each one's step holds a
+ * reference to this record, so that one firing after the reactor stopped
+ * waiting (a cancel that could not stop it) finds it still there, with `r`
+ * cleared (and `ds` gone). */
+typedef struct reactor_drain_entry {
+    tw_deferred_t *d; /* a reference */
+    bool done;        /* our step has run (or was dropped) */
+} reactor_drain_entry_t;
+
+typedef struct reactor_drain {
+    int refs;
+    int pending;        /* returned and not fired yet */
+    bool gave_up;       /* the limit passed, or the loop failed: stop waiting */
+    tw_reactor_t *r;    /* NULL once the reactor no longer waits */
+    tw_timer_t limit;
+    size_t n, cap;
+    reactor_drain_entry_t *ds;
+} reactor_drain_t;
+
+static void reactor_drain_unref(reactor_drain_t *dr)
+{
+    if (--dr->refs == 0)
+        free(dr);
+}
+
+/* Entry i is settled: count it, unless the reactor no longer waits. */
+static void reactor_drain_settle(reactor_drain_t *dr, void *index)
+{
+    if (dr->r) {
+        dr->ds[(size_t)(uintptr_t)index].done = true;
+        dr->pending--;
+    }
+    reactor_drain_unref(dr);
+}
+
+static tw_outcome_t reactor_drain_step(tw_outcome_t in, void *arg, void *index)
+{
+    reactor_drain_t *dr = arg;
+    if (in.kind == TW_OUTCOME_FAIL) {
+        const tw_failure_t *f = in.failure;
+        if (!(dr->gave_up && f->code == -ECANCELED)) /* the limit's warning said it */
+            tw_log(TW_LOG_WARN, "reactor", "a shutdown Deferred failed: [%s] %s (%d)",
+                   f->domain, f->message, f->code);
+        tw_outcome_discard(in);
+        in = TW_OK(NULL, NULL);
+    }
+    reactor_drain_settle(dr, index);
+    return in;
+}
+
+static void reactor_drain_drop(void *arg, void *index)
+{
+    reactor_drain_settle(arg, index);
+}
+
+/* Watch what a trigger returned (the reference is ours). */
+static void reactor_drain_add(tw_reactor_t *r, reactor_drain_t **pdr, tw_deferred_t *d)
+{
+    if (!d)
+        return;
+    reactor_drain_t *dr = *pdr;
+    if (!dr && (dr = calloc(1, sizeof *dr)) != NULL) {
+        dr->refs = 1;
+        dr->r = r;
+        *pdr = dr;
+    }
+    if (dr && dr->n == dr->cap) {
+        size_t cap = dr->cap ? 2 * dr->cap : 8;
+        reactor_drain_entry_t *v = realloc(dr->ds, cap * sizeof *v);
+        if (v) {
+            dr->ds = v;
+            dr->cap = cap;
+        }
+    }
+    if (!dr || dr->n == dr->cap) {
+        tw_log(TW_LOG_ERROR, "reactor", "out of memory: not waiting for a shutdown Deferred");
+        tw_deferred_unref(d);
+        return;
+    }
+    size_t i = dr->n++;
+    dr->ds[i] = (reactor_drain_entry_t){ d, false };
+    dr->pending++;
+    dr->refs++;
+    if (tw_deferred_add_callbacks(d, reactor_drain_step, reactor_drain_step, dr,
+                                  (void *)(uintptr_t)i, reactor_drain_drop) < 0) {
+        tw_log(TW_LOG_ERROR, "reactor", "out of memory: not waiting for a shutdown Deferred");
+        dr->ds[i].done = true;
+        dr->pending--;
+        dr->refs--;
+    }
+}
+
+/* Stop waiting: cancel what is pending (a cancel may fire it at once). */
+static void reactor_drain_give_up(reactor_drain_t *dr, const char *why)
+{
+    if (dr->gave_up)
+        return;
+    dr->gave_up = true;
+    if (dr->pending > 0)
+        tw_log(TW_LOG_WARN, "reactor", "shutdown: %d Deferred%s still pending %s: cancelling",
+               dr->pending, dr->pending == 1 ? "" : "s", why);
+    for (size_t i = 0; i < dr->n; i++)
+        if (!dr->ds[i].done)
+            tw_deferred_cancel(dr->ds[i].d);
+}
+
+static void reactor_drain_limit_cb(tw_timer_t *t, void *arg)
+{
+    reactor_drain_t *dr = arg;
+    char why[64];
+    snprintf(why, sizeof why, "after %g s", (double)dr->r->shutdown_timeout / 1e9);
+    reactor_drain_give_up(dr, why);
+}
+
+/* Iterate until every Deferred has fired or the limit passed; `failed`: the
+ * loop has failed already, do not wait.  Frees the record (our reference).
+ * Returns 0 or the error of an iteration. */
+static int reactor_drain(tw_reactor_t *r, reactor_drain_t *dr, bool failed)
+{
+    int rc = 0;
+    tw_timer_init(&dr->limit, r, reactor_drain_limit_cb, dr);
+    if (dr->pending > 0 && failed)
+        reactor_drain_give_up(dr, "after the loop failed");
+    else if (dr->pending > 0 && r->shutdown_timeout <= 0)
+        reactor_drain_give_up(dr, "(no shutdown timeout)");
+    else if (dr->pending > 0 && r->shutdown_timeout != TW_TIME_MAX &&
+             tw_timer_start(&dr->limit, r->shutdown_timeout) < 0)
+        reactor_drain_give_up(dr, "(out of memory for the shutdown timeout)");
+    r->draining = 1;
+    while (dr->pending > 0 && !dr->gave_up) {
+        rc = reactor_iterate(r, -1);
+        if (rc < 0) {
+            tw_log(TW_LOG_ERROR, "reactor", "%s backend failed: %s", tw__backend.name,
+                   tw_strerror(rc));
+            reactor_drain_give_up(dr, "after the loop failed");
+            break;
+        }
+        rc = 0;
+    }
+    r->draining = 0;
+    tw_timer_cancel(&dr->limit);
+    dr->r = NULL;
+    reactor_drain_entry_t *ds = dr->ds;
+    dr->ds = NULL;
+    for (size_t i = 0; i < dr->n; i++)
+        tw_deferred_unref(ds[i].d); /* may drop our step: r is NULL already */
+    free(ds);
+    reactor_drain_unref(dr);
+    return rc;
+}
+
+/* Fire the triggers of one phase of `event`.  A trigger added while firing
+ * runs in this event if its phase is the current one or a later one.
+ * Deferreds from shutdown Deferred triggers go to *dr. */
+static void reactor_fire_phase(tw_reactor_t *r, tw_event_t event, int phase,
+                               reactor_drain_t **dr)
 {
     r->trig_firing++;
-    for (int phase = TW_BEFORE; phase <= TW_AFTER; phase++) {
-        for (int i = 0; i < r->trig_n; i++) {
-            tw__trigger_t t = r->trig[i];
-            if (t.dead == 1 || t.event != event || t.phase != phase)
-                continue;
-            if (t.dead == TRIG_ONCE)
-                r->trig[i].dead = 1;
+    for (int i = 0; i < r->trig_n; i++) {
+        tw__trigger_t t = r->trig[i];
+        if (t.dead == 1 || t.event != event || t.phase != phase)
+            continue;
+        if (t.dead == TRIG_ONCE)
+            r->trig[i].dead = 1;
+        if (t.dcb)
+            reactor_drain_add(r, dr, t.dcb(r, t.arg));
+        else
             t.cb(r, t.arg);
-        }
     }
     if (--r->trig_firing == 0)
         reactor_compact_triggers(r);
+}
+
+/* Fire every trigger of `event`, phase by phase; shutdown waits between
+ * "before" and "during" for the Deferreds of the "before" phase.  Returns 0
+ * or the error of an iteration while waiting. */
+static int reactor_fire_event(tw_reactor_t *r, tw_event_t event, bool failed)
+{
+    reactor_drain_t *dr = NULL;
+    int rc = 0;
+    reactor_fire_phase(r, event, TW_BEFORE, &dr);
+    if (dr)
+        rc = reactor_drain(r, dr, failed);
+    reactor_fire_phase(r, event, TW_DURING, NULL);
+    reactor_fire_phase(r, event, TW_AFTER, NULL);
+    return rc;
 }
 
 int tw_reactor_call_when_running(tw_reactor_t *r, tw_call_cb cb, void *arg)
@@ -417,7 +606,7 @@ int tw_reactor_call_when_running(tw_reactor_t *r, tw_call_cb cb, void *arg)
     TW__ASSERT_OWNER(r);
     if (r->running)
         return tw_reactor_call_soon(r, cb, arg);
-    int id = reactor_add_trigger(r, TW_AFTER, TW_STARTUP, cb, arg, 1);
+    int id = reactor_add_trigger(r, TW_AFTER, TW_STARTUP, cb, NULL, arg, 1);
     return id < 0 ? id : 0;
 }
 
@@ -449,7 +638,7 @@ int tw_reactor_run(tw_reactor_t *r, unsigned flags)
     }
 
     int rc = 0;
-    reactor_fire_event(r, TW_STARTUP);
+    reactor_fire_event(r, TW_STARTUP, false);
     while (!r->stopping) {
         rc = reactor_iterate(r, -1);
         if (rc < 0) {
@@ -460,7 +649,9 @@ int tw_reactor_run(tw_reactor_t *r, unsigned flags)
         rc = 0;
     }
     r->stopping = 1;
-    reactor_fire_event(r, TW_SHUTDOWN);
+    int drc = reactor_fire_event(r, TW_SHUTDOWN, rc < 0);
+    if (rc == 0)
+        rc = drc;
 
     for (int i = 0; i < 2; i++) /* unless the application replaced ours meanwhile */
         if ((r->run_signals & (1 << i)) && r->sig[run_signals[i]].cb == reactor_stop_on_signal)

@@ -254,6 +254,30 @@ int tw_reactor_add_trigger(tw_reactor_t *r, tw_phase_t phase, tw_event_t event,
 /* Remove a trigger; safe from inside a trigger.  Returns 0 or -ENOENT. */
 int tw_reactor_remove_trigger(tw_reactor_t *r, int id);
 
+/* Twisted's addSystemEventTrigger('before', 'shutdown', fn) where fn returns
+ * a Deferred: a graceful drain.  fn(r, arg) runs with the other "before
+ * shutdown" triggers, on every shutdown, and returns a Deferred (the
+ * reference is the reactor's) or NULL (nothing to wait for).  Once the
+ * "before" phase has run, the loop keeps iterating -- descriptors, delayed
+ * calls, soon calls, thread calls and signals all work -- until every
+ * Deferred returned has fired, or the shutdown timeout has passed: the
+ * pending ones are then cancelled (tw_deferred_cancel) and a warning is
+ * logged.  Then the "during" and "after" triggers run and tw_reactor_run
+ * returns.  A Deferred that fails is logged (warning, domain "reactor") and
+ * its failure consumed: failures never block shutdown.  While waiting,
+ * tw_reactor_running() is true and tw_reactor_stop() returns TW_ENOTRUNNING.
+ * If the loop itself failed (tw_reactor_run returning a backend error), the
+ * Deferreds are cancelled at once.  Startup triggers cannot wait.  Returns an
+ * id for tw_reactor_remove_trigger(), or -EINVAL (NULL fn) or -ENOMEM. */
+typedef struct tw_deferred *(*tw_shutdown_cb)(tw_reactor_t *r, void *arg);
+int tw_reactor_add_shutdown_deferred(tw_reactor_t *r, tw_shutdown_cb fn, void *arg);
+
+/* How long shutdown waits for the Deferreds above, counted from the end of
+ * the "before" phase on the reactor's clock: default TW_SHUTDOWN_TIMEOUT;
+ * TW_TIME_MAX waits for ever; 0 (or less) cancels them at once. */
+#define TW_SHUTDOWN_TIMEOUT TW_SEC(30)
+void tw_reactor_set_shutdown_timeout(tw_reactor_t *r, tw_time_t timeout);
+
 /* ---- signals ---------------------------------------------------------- */
 
 typedef void (*tw_signal_cb)(tw_reactor_t *r, int signo, void *arg);

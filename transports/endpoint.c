@@ -17,8 +17,11 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+
+#include "stream.h" /* tw__factory_use, tw__factory_release */
 
 #define ENDPOINT_MAX_LEN   1024 /* longest endpoint string accepted */
 #define ENDPOINT_MAX_PARTS 64   /* most ':'-separated parts */
@@ -845,6 +848,46 @@ int tw_endpoint_format(const tw_endpoint_t *ep, char *buf, size_t len)
 
 /* ---- listen and connect ------------------------------------------------- */
 
+static const char *endpoint_domain(const tw_endpoint_t *ep)
+{
+    return ep->kind == TW_ENDPOINT_UNIX ? "unix" : "tcp";
+}
+
+static int endpoint_listen_ep(tw_reactor_t *r, const tw_endpoint_t *ep, tw_factory_t *f,
+                              tw_listener_t **out)
+{
+    if (ep->kind == TW_ENDPOINT_UNIX) {
+        tw_unix_listen_opts_t o = { .path = ep->path, .mode = ep->mode,
+                                    .backlog = ep->backlog };
+        return tw_unix_listen(r, f, &o, out);
+    }
+    bool six = ep->kind == TW_ENDPOINT_TCP6;
+    tw_tcp_listen_opts_t o = {
+        .interface = ep->host[0] ? ep->host : six ? "::" : NULL,
+        .port = ep->port,
+        .backlog = ep->backlog,
+        .family = six ? AF_INET6 : 0,
+        .v6only = ep->v6only,
+        .reuseport = ep->reuseport,
+    };
+    return tw_tcp_listen(r, f, &o, out);
+}
+
+static int endpoint_connect_ep(tw_reactor_t *r, const tw_endpoint_t *ep, tw_factory_t *f,
+                               tw_connector_t **out)
+{
+    if (ep->kind == TW_ENDPOINT_UNIX)
+        return tw_unix_connect(r, f, ep->path, ep->timeout, out);
+    tw_tcp_connect_opts_t o = {
+        .host = ep->host,
+        .port = ep->port,
+        .timeout = ep->timeout,
+        .bind_address = ep->bind_host[0] ? ep->bind_host : NULL,
+        .bind_port = ep->bind_port,
+    };
+    return tw_tcp_connect(r, f, &o, out);
+}
+
 int tw_endpoint_listen(tw_reactor_t *r, const char *s, tw_factory_t *f, tw_listener_t **out,
                        char *err, size_t errlen)
 {
@@ -852,21 +895,7 @@ int tw_endpoint_listen(tw_reactor_t *r, const char *s, tw_factory_t *f, tw_liste
     int rc = tw_endpoint_parse_server(s, &ep, err, errlen);
     if (rc < 0)
         return rc;
-    if (ep.kind == TW_ENDPOINT_UNIX) {
-        tw_unix_listen_opts_t o = { .path = ep.path, .mode = ep.mode, .backlog = ep.backlog };
-        rc = tw_unix_listen(r, f, &o, out);
-    } else {
-        bool six = ep.kind == TW_ENDPOINT_TCP6;
-        tw_tcp_listen_opts_t o = {
-            .interface = ep.host[0] ? ep.host : six ? "::" : NULL,
-            .port = ep.port,
-            .backlog = ep.backlog,
-            .family = six ? AF_INET6 : 0,
-            .v6only = ep.v6only,
-            .reuseport = ep.reuseport,
-        };
-        rc = tw_tcp_listen(r, f, &o, out);
-    }
+    rc = endpoint_listen_ep(r, &ep, f, out);
     if (rc < 0)
         endpoint_message(err, errlen, "listen on %s: %s", s, tw_strerror(rc));
     return rc;
@@ -879,19 +908,217 @@ int tw_endpoint_connect(tw_reactor_t *r, const char *s, tw_factory_t *f, tw_conn
     int rc = tw_endpoint_parse_client(s, &ep, err, errlen);
     if (rc < 0)
         return rc;
-    if (ep.kind == TW_ENDPOINT_UNIX) {
-        rc = tw_unix_connect(r, f, ep.path, ep.timeout, out);
-    } else {
-        tw_tcp_connect_opts_t o = {
-            .host = ep.host,
-            .port = ep.port,
-            .timeout = ep.timeout,
-            .bind_address = ep.bind_host[0] ? ep.bind_host : NULL,
-            .bind_port = ep.bind_port,
-        };
-        rc = tw_tcp_connect(r, f, &o, out);
-    }
+    rc = endpoint_connect_ep(r, &ep, f, out);
     if (rc < 0)
         endpoint_message(err, errlen, "connect to %s: %s", s, tw_strerror(rc));
     return rc;
+}
+
+/* ---- listen and connect with Deferreds ---------------------------------- */
+
+/* A Deferred that has already failed with (domain, code, msg); msg is also
+ * the caller's err. */
+static tw_deferred_t *endpoint_failed(const char *domain, int code, const char *msg, char *err,
+                                      size_t errlen)
+{
+    endpoint_message(err, errlen, "%s", msg);
+    return tw_deferred_fail(tw_failure_new(domain, code, "%s", msg));
+}
+
+static void endpoint_listener_free(void *l)
+{
+    tw_listener_close(l);
+}
+
+tw_deferred_t *tw_endpoint_listen_deferred(tw_reactor_t *r, const char *s, tw_factory_t *f,
+                                           char *err, size_t errlen)
+{
+    char msg[512];
+    tw_endpoint_t ep;
+    tw_listener_t *l = NULL;
+    int rc = tw_endpoint_parse_server(s, &ep, msg, sizeof msg);
+    if (rc < 0)
+        return endpoint_failed("endpoint", rc, msg, err, errlen);
+    rc = endpoint_listen_ep(r, &ep, f, &l);
+    if (rc < 0) {
+        snprintf(msg, sizeof msg, "listen on %.400s: %s", s, tw_strerror(rc));
+        return endpoint_failed(endpoint_domain(&ep), rc, msg, err, errlen);
+    }
+    endpoint_message(err, errlen, "%s", "");
+    return tw_deferred_succeed(l, endpoint_listener_free);
+}
+
+/* connect: Twisted's _WrappingFactory.  The connector is made with a factory
+ * of ours that gets protocols from the user's and learns the outcome: the
+ * attempt failed (errback), or the protocol's connection_made ran (callback,
+ * right after it), and later the connection ended.  The record owns the
+ * connector and frees it, and itself, when the attempt fails or the
+ * connection ends.
+ *
+ * To fire right after connection_made, the protocol's ops are swapped, from
+ * build_protocol until connection_made, for a copy whose connection_made is
+ * ours; ours puts the user's ops back first.  The stream records our factory
+ * as the protocol's and lists the connection under it: ours gives both to
+ * the user's factory before the user's connection_made runs, so p->factory,
+ * tw_factory_connection_count and tw_factory_lose_connections are the user's
+ * as with tw_endpoint_connect. */
+typedef struct endpoint_connect {
+    tw_factory_t base;        /* first: the connector's factory */
+    tw_factory_t *user;       /* builds the protocols */
+    tw_connector_t *c;        /* owned */
+    tw_deferred_t *d;         /* a reference, until it fires */
+    tw_protocol_t *p;         /* built (not yet connected, or connected) */
+    const tw_protocol_ops_t *user_ops;
+    tw_protocol_ops_t ops;    /* user_ops with our connection_made */
+    bool in_build, cancelled;
+} endpoint_connect_t;
+
+/* Move connection t from one factory's list to another's (the list stream.c
+ * keeps in tw_factory_t: see stream_track). */
+static void endpoint_retrack(tw_transport_t *t, tw_factory_t *from, tw_factory_t *to)
+{
+    if (t->fprev)
+        t->fprev->fnext = t->fnext;
+    else
+        from->conns = t->fnext;
+    if (t->fnext)
+        t->fnext->fprev = t->fprev;
+    from->nconns--;
+    t->fprev = NULL;
+    t->fnext = to->conns;
+    if (to->conns)
+        to->conns->fprev = t;
+    to->conns = t;
+    to->nconns++;
+}
+
+static void econn_free(endpoint_connect_t *h)
+{
+    tw_connector_free(h->c); /* releases our factory, and so the user's */
+    tw_deferred_unref(h->d);
+    free(h);
+}
+
+static void econn_made(tw_protocol_t *p, tw_transport_t *t)
+{
+    endpoint_connect_t *h = TW_CONTAINER_OF(p->ops, endpoint_connect_t, ops);
+    p->ops = h->user_ops;
+    if (p->factory == &h->base) {
+        endpoint_retrack(t, &h->base, h->user);
+        p->factory = h->user;
+    }
+    tw_deferred_t *d = h->d; /* ours now: h may go if the connection ends */
+    h->d = NULL;
+    if (p->ops->connection_made)
+        p->ops->connection_made(p, t);
+    if (!tw_deferred_called(d)) /* else cancelled from connection_made */
+        tw_deferred_callback(d, p, NULL);
+    tw_deferred_unref(d);
+}
+
+static tw_protocol_t *econn_build(tw_factory_t *f, const struct sockaddr *addr,
+                                  socklen_t addrlen)
+{
+    endpoint_connect_t *h = (endpoint_connect_t *)f;
+    h->in_build = true;
+    tw_protocol_t *p = h->user->ops->build_protocol(h->user, addr, addrlen);
+    h->in_build = false;
+    if (p && h->cancelled) { /* cancelled from the user's build_protocol */
+        if (p->ops->destroy)
+            p->ops->destroy(p);
+        return NULL;
+    }
+    if (!p)
+        return NULL;
+    h->p = p;
+    h->user_ops = p->ops;
+    h->ops = *p->ops;
+    h->ops.connection_made = econn_made;
+    p->ops = &h->ops;
+    return p;
+}
+
+static void econn_start(tw_factory_t *f)
+{
+    tw__factory_use(((endpoint_connect_t *)f)->user);
+}
+
+static void econn_stop(tw_factory_t *f)
+{
+    tw__factory_release(((endpoint_connect_t *)f)->user);
+}
+
+static void econn_failed(tw_factory_t *f, tw_connector_t *c, const tw_failure_t *reason)
+{
+    endpoint_connect_t *h = (endpoint_connect_t *)f;
+    tw_deferred_t *d = h->d;
+    h->d = NULL;
+    if (d && !h->cancelled)
+        tw_deferred_errback(d, tw_failure_copy(reason));
+    tw_deferred_unref(d);
+    econn_free(h);
+}
+
+static void econn_lost(tw_factory_t *f, tw_connector_t *c, const tw_failure_t *reason)
+{
+    econn_free((endpoint_connect_t *)f);
+}
+
+static const tw_factory_ops_t econn_ops = {
+    .build_protocol = econn_build,
+    .start = econn_start,
+    .stop = econn_stop,
+    .connection_failed = econn_failed,
+    .connection_lost = econn_lost,
+};
+
+/* Cancelled before it fired: stop the attempt (its failure is not reported:
+ * the Deferred gets the cancelled failure), or abort the connection whose
+ * connection_made is running (once built, a protocol is connected at once:
+ * no callback runs in between). */
+static void econn_cancel(tw_deferred_t *d, void *arg)
+{
+    endpoint_connect_t *h = arg;
+    h->cancelled = true;
+    if (h->in_build)
+        return; /* econn_build refuses the protocol */
+    if (h->p)
+        tw_transport_abort_connection(h->p->transport);
+    else
+        tw_connector_stop_connecting(h->c); /* econn_failed frees h */
+}
+
+tw_deferred_t *tw_endpoint_connect_deferred(tw_reactor_t *r, const char *s, tw_factory_t *f,
+                                            char *err, size_t errlen)
+{
+    char msg[512];
+    tw_endpoint_t ep;
+    int rc = tw_endpoint_parse_client(s, &ep, msg, sizeof msg);
+    if (rc < 0)
+        return endpoint_failed("endpoint", rc, msg, err, errlen);
+    if (!f || !f->ops || !f->ops->build_protocol) {
+        snprintf(msg, sizeof msg, "connect to %.400s: no factory to build protocols", s);
+        return endpoint_failed(endpoint_domain(&ep), -EINVAL, msg, err, errlen);
+    }
+    endpoint_connect_t *h = calloc(1, sizeof *h);
+    tw_deferred_t *d = h ? tw_deferred_new(econn_cancel, h) : NULL;
+    if (!d) {
+        free(h);
+        return NULL;
+    }
+    h->base.ops = &econn_ops;
+    h->user = f;
+    h->d = tw_deferred_ref(d);
+    rc = endpoint_connect_ep(r, &ep, &h->base, &h->c);
+    if (rc < 0) { /* no connector was made, nothing was called */
+        snprintf(msg, sizeof msg, "connect to %.400s: %s", s, tw_strerror(rc));
+        endpoint_message(err, errlen, "%s", msg);
+        h->d = NULL;
+        tw_deferred_unref(d);
+        free(h);
+        tw_deferred_errback(d, tw_failure_new(endpoint_domain(&ep), rc, "%s", msg));
+        return d;
+    }
+    endpoint_message(err, errlen, "%s", "");
+    return d;
 }

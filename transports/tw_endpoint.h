@@ -5,8 +5,8 @@
  * Rules (read these first):
  *
  *  1. Parsing and formatting are pure: they touch only the memory passed in,
- *     allocate nothing and are safe from any thread.  tw_endpoint_listen and
- *     tw_endpoint_connect are reactor-thread-only, like tw_tcp.h.
+ *     allocate nothing and are safe from any thread.  Listening and
+ *     connecting (plain or _deferred) are reactor-thread-only, like tw_tcp.h.
  *  2. Errors: 0 (or a length) on success, a negative code on failure.  Bad
  *     input gives -EINVAL and a one-line message in `err`, naming the part of
  *     the string at fault.  `err` may be NULL; at most `errlen` bytes are
@@ -60,6 +60,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "tw_deferred.h"
 #include "tw_reactor.h"
 #include "tw_tcp.h"
 #include "tw_transport.h"
@@ -121,5 +122,42 @@ int tw_endpoint_listen(tw_reactor_t *r, const char *s, tw_factory_t *f, tw_liste
  * call returned, with "connect to <s>: <reason>" in err.  Reactor-thread-only. */
 int tw_endpoint_connect(tw_reactor_t *r, const char *s, tw_factory_t *f, tw_connector_t **out,
                         char *err, size_t errlen);
+
+/* ---- with Deferreds (Twisted's endpoint.listen and endpoint.connect) ---- */
+
+/* Listen on `s` as tw_endpoint_listen does; returns a Deferred that has
+ * already fired: with the listener (TW_OK(l, ...) whose free function closes
+ * it: a callback that keeps it returns something else and closes it later
+ * with tw_listener_close; a result nobody takes is closed when the Deferred
+ * goes), or with a failure: domain "endpoint", -EINVAL for a string that does
+ * not parse; "tcp" or "unix" with the listen error (-EADDRINUSE, ...) and the
+ * message "listen on <s>: <reason>".  err gets the same message as with
+ * tw_endpoint_listen ("" on success; may be NULL).  NULL only on -ENOMEM. */
+tw_deferred_t *tw_endpoint_listen_deferred(tw_reactor_t *r, const char *s, tw_factory_t *f,
+                                           char *err, size_t errlen);
+
+/* Connect to `s`; returns a Deferred that fires with the connected protocol
+ * (borrowed: the transport owns it, as always) right after its
+ * connection_made has run, or fails: with the attempt's failure (domain
+ * "tcp" or "unix": -ECONNREFUSED, -ETIMEDOUT after the endpoint's timeout,
+ * ...; -ECONNREFUSED also when f builds no protocol), or at once for what is
+ * known at once, as tw_endpoint_listen_deferred (domain "endpoint" for a
+ * string that does not parse, "tcp"/"unix" for what the connect call
+ * refuses; err as with tw_endpoint_connect).  NULL only on -ENOMEM.
+ *
+ * f only builds the protocols (and gets start/stop): as in Twisted, its
+ * started_connecting, connection_failed and connection_lost are not called
+ * -- the Deferred reports the outcome, the protocol's connection_lost the end
+ * of the connection.  The connector is internal: it is freed when the attempt
+ * fails or the connection ends.  p->factory is f, and the connection counts
+ * among f's (tw_factory_connection_count, tw_factory_lose_connections).
+ *
+ * Cancelling the Deferred before it fired stops the attempt (the protocol is
+ * never built) and fails it with the cancelled failure (domain "deferred",
+ * -ECANCELED, so tw_deferred_add_timeout works); cancelled from inside the
+ * protocol's connection_made, it aborts the connection.  An attempt still
+ * pending when the reactor is freed leaks its connector: cancel it first. */
+tw_deferred_t *tw_endpoint_connect_deferred(tw_reactor_t *r, const char *s, tw_factory_t *f,
+                                            char *err, size_t errlen);
 
 #endif
