@@ -84,8 +84,10 @@ const char *tw_reactor_backend_name(void);
 
 /* Run until tw_reactor_stop().  Fires the startup triggers (before, during,
  * after; tw_reactor_call_when_running calls run with "after"), then loops,
- * each pass being one tw_reactor_iterate(); on
- * stop it fires the shutdown triggers (before, during, after) and returns 0.
+ * each pass being one tw_reactor_iterate(); on stop it fires the "before
+ * shutdown" triggers, keeps looping while Deferreds returned by shutdown
+ * Deferred triggers are pending (up to the shutdown timeout), then fires the
+ * "during" and "after" triggers and returns 0.
  * May be called again after it returns: each run is a new startup and each
  * stop a new shutdown.  Returns TW_EALREADY if the reactor is already running
  * or inside tw_reactor_iterate() (a nested run), or a negative code if the
@@ -301,8 +303,9 @@ int tw_reactor_on_signal(tw_reactor_t *r, int signo, tw_signal_cb cb, void *arg)
  * are never lost and never run twice, and run in the order made: calls of
  * one thread in program order, and of different threads whenever one call
  * happened before the other (the caller of the second could know that the
- * first was made, e.g. after a join, a lock or an atomic flag).  Never blocks on the reactor: the queue grows as needed.  When
- * woken, the reactor takes the whole queue at once and runs those calls;
+ * first was made, e.g. after a join, a lock or an atomic flag).  Never
+ * blocks on the reactor: the queue grows as needed.  When woken, the
+ * reactor takes the whole queue at once and runs those calls;
  * calls made after that wait for the next wake-up, after other ready
  * descriptors have been served, so a flood cannot starve I/O.  Calls still
  * queued when the reactor is freed are dropped.  Returns 0, -EINVAL (NULL
