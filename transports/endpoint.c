@@ -973,23 +973,11 @@ typedef struct endpoint_connect {
     bool in_build, cancelled;
 } endpoint_connect_t;
 
-/* Move connection t from one factory's list to another's (the list stream.c
- * keeps in tw_factory_t: see stream_track). */
+/* Move connection t from one factory's list to another's. */
 static void endpoint_retrack(tw_transport_t *t, tw_factory_t *from, tw_factory_t *to)
 {
-    if (t->fprev)
-        t->fprev->fnext = t->fnext;
-    else
-        from->conns = t->fnext;
-    if (t->fnext)
-        t->fnext->fprev = t->fprev;
-    from->nconns--;
-    t->fprev = NULL;
-    t->fnext = to->conns;
-    if (to->conns)
-        to->conns->fprev = t;
-    to->conns = t;
-    to->nconns++;
+    tw__factory_untrack(from, t);
+    tw__factory_track(to, t);
 }
 
 static void econn_free(endpoint_connect_t *h)

@@ -43,7 +43,6 @@ struct tw__chunk {
 };
 
 static const tw_transport_ops_t stream_ops;
-static const tw_producer_ops_t stream_producer_ops;
 
 static void stream_read_cb(tw_reactor_t *r, int fd, void *arg);
 static void stream_write_cb(tw_reactor_t *r, int fd, void *arg);
@@ -68,9 +67,8 @@ static void stream_free_queue(tw__stream_t *s)
 
 /* ---- the factory's list of its connections ---------------------------- */
 
-static void stream_track(tw__stream_t *s, tw_factory_t *f)
+void tw__factory_track(tw_factory_t *f, tw_transport_t *t)
 {
-    tw_transport_t *t = &s->base;
     t->fprev = NULL;
     t->fnext = f->conns;
     if (f->conns)
@@ -79,9 +77,8 @@ static void stream_track(tw__stream_t *s, tw_factory_t *f)
     f->nconns++;
 }
 
-static void stream_untrack(tw__stream_t *s, tw_factory_t *f)
+void tw__factory_untrack(tw_factory_t *f, tw_transport_t *t)
 {
-    tw_transport_t *t = &s->base;
     if (t->fprev)
         t->fprev->fnext = t->fnext;
     else
@@ -116,7 +113,7 @@ static void stream_finish_cb(tw_reactor_t *r, void *arg)
     tw__stream_t *s = arg;
     tw_protocol_t *p = s->base.protocol;
     if (p->factory)
-        stream_untrack(s, p->factory);
+        tw__factory_untrack(p->factory, &s->base);
 
     if (s->producer) {
         tw_producer_t *prod = s->producer;
@@ -581,25 +578,26 @@ static const tw_transport_ops_t stream_ops = {
     .fileno = stream_fileno,
 };
 
-/* The transport's reading side as a push producer (Twisted's transports are
- * producers too): registering it on itself makes a protocol throttle. */
-static void stream_producer_pause(tw_producer_t *p)
+/* A transport's reading side as a push producer (Twisted's transports are
+ * producers too): registering it on itself makes a protocol throttle.  It
+ * works through the transport's own vtable, so every transport shares it. */
+static void transport_producer_pause(tw_producer_t *p)
 {
     tw_transport_pause_reading(TW_CONTAINER_OF(p, tw_transport_t, as_producer));
 }
 
-static void stream_producer_resume(tw_producer_t *p)
+static void transport_producer_resume(tw_producer_t *p)
 {
     tw_transport_resume_reading(TW_CONTAINER_OF(p, tw_transport_t, as_producer));
 }
 
-static void stream_producer_stop(tw_producer_t *p)
+static void transport_producer_stop(tw_producer_t *p)
 {
     tw_transport_lose_connection(TW_CONTAINER_OF(p, tw_transport_t, as_producer));
 }
 
-static const tw_producer_ops_t stream_producer_ops = {
-    stream_producer_pause, stream_producer_resume, stream_producer_stop
+const tw_producer_ops_t tw__transport_producer_ops = {
+    transport_producer_pause, transport_producer_resume, transport_producer_stop
 };
 
 /* ---- opening ---------------------------------------------------------- */
@@ -617,7 +615,7 @@ tw__stream_t *tw__stream_open(tw_reactor_t *r, int fd, tw_protocol_t *p, tw_fact
     s->base.ops = &stream_ops;
     s->base.reactor = r;
     s->base.protocol = p;
-    s->base.as_producer.ops = &stream_producer_ops;
+    s->base.as_producer.ops = &tw__transport_producer_ops;
     s->fd = fd;
     s->domain = domain;
     s->low = 16384;
@@ -632,7 +630,7 @@ tw__stream_t *tw__stream_open(tw_reactor_t *r, int fd, tw_protocol_t *p, tw_fact
     p->transport = &s->base;
     p->factory = f;
     if (f)
-        stream_track(s, f);
+        tw__factory_track(f, &s->base);
     s->flags |= S_MADE;
     if (p->ops->connection_made)
         p->ops->connection_made(p, &s->base);

@@ -39,6 +39,14 @@ void tw__stream_detach_connector(tw__stream_t *s);
 /* connector side: called by the stream once its protocol is gone. */
 void tw__connector_lost(tw_connector_t *c, const tw_failure_t *reason);
 
+/* The list of open connections a factory keeps (tw_factory_t.conns), for
+ * every transport kind. */
+void tw__factory_track(tw_factory_t *f, tw_transport_t *t);
+void tw__factory_untrack(tw_factory_t *f, tw_transport_t *t);
+
+/* The producer ops of a transport's own reading side (t->as_producer). */
+extern const tw_producer_ops_t tw__transport_producer_ops;
+
 /* Factory start/stop bookkeeping (Twisted's doStart/doStop). */
 void tw__factory_use(tw_factory_t *f);
 void tw__factory_release(tw_factory_t *f);

@@ -4,6 +4,7 @@
  * mark and cap logic, with the socket replaced by the test. */
 #define _GNU_SOURCE
 #include "tw_string_transport.h"
+#include "stream.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -28,26 +29,13 @@ static void string_notify(tw_string_transport_t *t)
 static void string_track(tw_string_transport_t *t, tw_factory_t *f)
 {
     t->factory = f;
-    t->base.fprev = NULL;
-    t->base.fnext = f->conns;
-    if (f->conns)
-        f->conns->fprev = &t->base;
-    f->conns = &t->base;
-    f->nconns++;
+    tw__factory_track(f, &t->base);
 }
 
 static void string_untrack(tw_string_transport_t *t)
 {
-    tw_factory_t *f = t->factory;
-    if (!f)
-        return;
-    if (t->base.fprev)
-        t->base.fprev->fnext = t->base.fnext;
-    else
-        f->conns = t->base.fnext;
-    if (t->base.fnext)
-        t->base.fnext->fprev = t->base.fprev;
-    f->nconns--;
+    if (t->factory)
+        tw__factory_untrack(t->factory, &t->base);
     t->factory = NULL;
 }
 
@@ -381,25 +369,6 @@ static const tw_transport_ops_t string_ops = {
     .fileno = string_fileno,
 };
 
-/* The transport's reading side as a push producer, as stream.c's. */
-static void string_producer_pause(tw_producer_t *p)
-{
-    tw_transport_pause_reading(TW_CONTAINER_OF(p, tw_transport_t, as_producer));
-}
-
-static void string_producer_resume(tw_producer_t *p)
-{
-    tw_transport_resume_reading(TW_CONTAINER_OF(p, tw_transport_t, as_producer));
-}
-
-static void string_producer_stop(tw_producer_t *p)
-{
-    tw_transport_lose_connection(TW_CONTAINER_OF(p, tw_transport_t, as_producer));
-}
-
-static const tw_producer_ops_t string_producer_ops = {
-    string_producer_pause, string_producer_resume, string_producer_stop
-};
 
 /* ---- making and freeing --------------------------------------------------- */
 
@@ -423,7 +392,7 @@ tw_string_transport_t *tw_string_transport_alloc(tw_reactor_t *r, tw_protocol_t 
     t->base.ops = &string_ops;
     t->base.reactor = r;
     t->base.protocol = p;
-    t->base.as_producer.ops = &string_producer_ops;
+    t->base.as_producer.ops = &tw__transport_producer_ops;
     t->low = 16384;
     t->high = 65536;
     t->cap = 4u << 20;
