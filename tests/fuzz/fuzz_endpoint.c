@@ -3,13 +3,10 @@
  * Each input is parsed as a server and as a client endpoint; whatever is
  * accepted must format, and the formatted string must parse back to the same
  * endpoint (parse(format(x)) == x).  Refusals must leave a NUL-terminated
- * message.  Build (tcp.c's listen/connect functions are not called here, so
- * stubs for them will do until it links with libtwine):
- *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Icore -Itransports \
- *       transports/endpoint.c tests/fuzz/fuzz_endpoint.c STUBS.c -o fuzz_endpoint
- *   ./fuzz_endpoint -max_total_time=60 tests/fuzz/corpus/endpoint
- */
+ * message.  `make fuzz` builds it with clang (ASan+UBSan, linked with the
+ * library's sources) and runs it for FUZZ_SECONDS over a scratch corpus
+ * seeded from tests/fuzz/corpus/endpoint; `make check` replays that seed
+ * corpus. */
 #define _GNU_SOURCE
 #include <assert.h>
 #include <errno.h>
