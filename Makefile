@@ -160,6 +160,11 @@ $(REL)/examples/%: examples/%.c $(REL)/lib/libtwine.a $(REL)/lib/libtwine-defaul
 	@mkdir -p $(@D)
 	$(CC) $(BASE) $(FLAGS_rel) -o $@ $< $(REL)/lib/libtwine.a $(REL)/lib/libtwine-default.a -lm
 
+$(B)/asan/examples/%: examples/%.c $(B)/asan/lib/libtwine.a $(B)/asan/lib/libtwine-$(DEFAULT_BACKEND).a
+	@mkdir -p $(@D)
+	$(CC) $(BASE) $(FLAGS_asan) -o $@ $< $(B)/asan/lib/libtwine.a \
+		$(B)/asan/lib/libtwine-$(DEFAULT_BACKEND).a
+
 run: all
 	@echo "twine: starting examples/echo-server on tcp:8000:interface=127.0.0.1" \
 	  "($(DEFAULT_BACKEND) backend; Ctrl-C stops it; try: nc 127.0.0.1 8000)"
@@ -176,13 +181,15 @@ TIMEOUT      ?= 300
 check: deps-check
 	@$(MAKE) --no-print-directory check-run
 
-check-run: libs $(call test-programs,dbg) $(call test-programs,asan) $(TSAN_PROGS)
+check-run: libs $(call test-programs,dbg) $(call test-programs,asan) $(TSAN_PROGS) \
+		$(EXAMPLES:%=$(B)/asan/examples/%)
 	@tests/run-tests.sh $(TIMEOUT) $(call test-programs,dbg)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  tests/run-tests.sh $(TIMEOUT) $(call test-programs,asan)
 	@TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	  tests/run-tests.sh $(TIMEOUT) $(TSAN_PROGS)
 	@tests/link/run.sh "$(CC)" $(REL) "$(BACKENDS)" $(DEFAULT_BACKEND)
+	@tests/examples/run.sh $(B)/asan/examples
 	@$(MAKE) --no-print-directory clang-check
 	@$(MAKE) --no-print-directory fuzz-replay
 	@echo "twine: all checks passed"
