@@ -149,9 +149,9 @@ tw_deferred_t *tw_deferred_ref(tw_deferred_t *d)
 }
 
 /* Free d.  A waiter whose last reference was our continuation is not freed
- * here but queued on *todo (linked through run_below), so that dropping a
+ * here but queued on *worklist (linked through run_below), so that dropping a
  * chain of a million unfired Deferreds takes no C stack. */
-static void deferred_free(tw_deferred_t *d, tw_deferred_t **todo)
+static void deferred_free(tw_deferred_t *d, tw_deferred_t **worklist)
 {
     if (d->called && d->result.kind == TW_OUTCOME_FAIL)
         deferred_report(d->result.failure);
@@ -165,8 +165,8 @@ static void deferred_free(tw_deferred_t *d, tw_deferred_t **todo)
             if (w->waiting_on == d)
                 w->waiting_on = NULL;
             if (--w->refs == 0) {
-                w->run_below = *todo;
-                *todo = w;
+                w->run_below = *worklist;
+                *worklist = w;
             }
         } else if (s->args_free) {
             s->args_free(s->a1, s->a2);
