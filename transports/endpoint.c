@@ -973,12 +973,6 @@ typedef struct endpoint_connect {
     bool in_build, cancelled;
 } endpoint_connect_t;
 
-/* Move connection t from one factory's list to another's. */
-static void endpoint_retrack(tw_transport_t *t, tw_factory_t *from, tw_factory_t *to)
-{
-    tw__factory_untrack(from, t);
-    tw__factory_track(to, t);
-}
 
 static void econn_free(endpoint_connect_t *h)
 {
@@ -992,7 +986,8 @@ static void econn_made(tw_protocol_t *p, tw_transport_t *t)
     endpoint_connect_t *h = TW_CONTAINER_OF(p->ops, endpoint_connect_t, ops);
     p->ops = h->user_ops;
     if (p->factory == &h->base) {
-        endpoint_retrack(t, &h->base, h->user);
+        tw__factory_untrack(t); /* from our factory's list to the user's */
+        tw__factory_track(h->user, t);
         p->factory = h->user;
     }
     tw_deferred_t *d = h->d; /* ours now: h may go if the connection ends */

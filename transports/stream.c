@@ -69,6 +69,7 @@ static void stream_free_queue(tw__stream_t *s)
 
 void tw__factory_track(tw_factory_t *f, tw_transport_t *t)
 {
+    t->tracked = f;
     t->fprev = NULL;
     t->fnext = f->conns;
     if (f->conns)
@@ -77,8 +78,12 @@ void tw__factory_track(tw_factory_t *f, tw_transport_t *t)
     f->nconns++;
 }
 
-void tw__factory_untrack(tw_factory_t *f, tw_transport_t *t)
+void tw__factory_untrack(tw_transport_t *t)
 {
+    tw_factory_t *f = t->tracked;
+    if (!f)
+        return;
+    t->tracked = NULL;
     if (t->fprev)
         t->fprev->fnext = t->fnext;
     else
@@ -112,8 +117,9 @@ static void stream_finish_cb(tw_reactor_t *r, void *arg)
     (void)r;
     tw__stream_t *s = arg;
     tw_protocol_t *p = s->base.protocol;
-    if (p->factory)
-        tw__factory_untrack(p->factory, &s->base);
+    /* The list it is on, not p->factory: a layer (TLS) may have taken the
+     * protocol slot since. */
+    tw__factory_untrack(&s->base);
 
     if (s->producer) {
         tw_producer_t *prod = s->producer;

@@ -42,7 +42,7 @@ void tw__connector_lost(tw_connector_t *c, const tw_failure_t *reason);
 /* The list of open connections a factory keeps (tw_factory_t.conns), for
  * every transport kind. */
 void tw__factory_track(tw_factory_t *f, tw_transport_t *t);
-void tw__factory_untrack(tw_factory_t *f, tw_transport_t *t);
+void tw__factory_untrack(tw_transport_t *t); /* from its list, if on one */
 
 /* The producer ops of a transport's own reading side (t->as_producer). */
 extern const tw_producer_ops_t tw__transport_producer_ops;

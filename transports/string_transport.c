@@ -34,8 +34,7 @@ static void string_track(tw_string_transport_t *t, tw_factory_t *f)
 
 static void string_untrack(tw_string_transport_t *t)
 {
-    if (t->factory)
-        tw__factory_untrack(t->factory, &t->base);
+    tw__factory_untrack(&t->base);
     t->factory = NULL;
 }
 

@@ -173,6 +173,7 @@ struct tw_transport {
     tw_protocol_t *protocol;
     tw_producer_t as_producer; /* the transport's reading side, as a push producer */
     tw_transport_t *fnext, *fprev; /* private: the factory's list of connections */
+    tw_factory_t *tracked;         /* private: the factory whose list it is on */
 };
 
 /* Queue `len` bytes for the peer.  Sent at once when possible (one write(2)
