@@ -13,14 +13,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static tw_reactor_t *new_reactor(void)
-{
-    tw_reactor_t *r = NULL;
-    assert_int_equal(tw_reactor_new(&r), 0);
-    assert_non_null(r);
-    return r;
-}
-
 /* ---- many producers ----------------------------------------------------- */
 
 enum { NTHREADS = 8, PER_THREAD = 100000 };
@@ -88,7 +80,7 @@ static void eight_threads_calls_run_once_in_reactor_thread_in_order(void **state
     _Static_assert(sizeof(uintptr_t) >= 8, "id and sequence are packed in a pointer");
     storm_t *s = calloc(1, sizeof *s);
     assert_non_null(s);
-    s->r = new_reactor();
+    s->r = tw_test_reactor_new();
     s->reactor_thread = pthread_self();
     storm_g = s;
     tw_timer_t guard;
@@ -183,7 +175,7 @@ static void *relay_main(void *arg)
 static void calls_from_two_threads_run_in_the_order_made(void **state)
 {
     (void)state;
-    relay_t rl = { .r = new_reactor() };
+    relay_t rl = { .r = tw_test_reactor_new() };
     relay_g = &rl;
     pthread_t a, b;
     assert_int_equal(pthread_create(&a, NULL, relay_main, (void *)(intptr_t)0), 0);
@@ -215,7 +207,7 @@ static void self_cb(tw_reactor_t *r, void *arg)
 static void calls_from_reactor_thread_run_on_a_later_iteration(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     self_call_t c = { .r = r, .chain = 2 };
     self_item_t a = { &c, 1 }, b = { &c, 2 };
     c.in_call = 1;
@@ -284,7 +276,7 @@ static void read_cb(tw_reactor_t *r, int fd, void *arg)
 static void flood_of_thread_calls_does_not_starve_io(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     flood_t *f = calloc(1, sizeof *f);
     assert_non_null(f);
     f->r = r;
@@ -356,7 +348,7 @@ static void *queue_then_exit(void *arg)
 static void calls_queued_before_free_are_dropped(void **state)
 {
     (void)state;
-    dropped_t d = { .r = new_reactor() };
+    dropped_t d = { .r = tw_test_reactor_new() };
     pthread_t tid;
     assert_int_equal(pthread_create(&tid, NULL, queue_then_exit, &d), 0);
     assert_int_equal(pthread_join(tid, NULL), 0);
@@ -366,7 +358,7 @@ static void calls_queued_before_free_are_dropped(void **state)
     assert_int_equal(atomic_load(&d.calls), 0);
 
     /* And after a pass has swapped the queue once. */
-    d.r = new_reactor();
+    d.r = tw_test_reactor_new();
     assert_int_equal(tw_call_from_thread(d.r, dropped_cb, &d), 0);
     int n = 0;
     for (int i = 0; i < 100 && atomic_load(&d.calls) == 0; i++)

@@ -74,19 +74,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static tw_reactor_t *new_reactor(void)
-{
-    tw_reactor_t *r = NULL;
-    assert_int_equal(tw_reactor_new(&r), 0);
-    return r;
-}
-
-static void run_until(tw_reactor_t *r, const int *counter, int want)
-{
-    if (!tw_test_iterate_until(r, counter, want, 1000000))
-        fail_msg("gave up waiting: counter is %d, want %d", *counter, want);
-}
-
 /* ---- a factory and its protocols, counted -------------------------------- */
 
 typedef struct tfac {
@@ -276,7 +263,7 @@ static void watch(tw_deferred_t *d, got_t *g)
 
 static void connect_fires_with_the_protocol_after_connection_made(void **state)
 {
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tfac_t srv, cli;
     tf_init(&srv, NULL);
     tf_init(&cli, "cli");
@@ -292,16 +279,16 @@ static void connect_fires_with_the_protocol_after_connection_made(void **state)
     assert_int_equal(cli.starts, 1);
     tw_deferred_unref(d); /* the operation keeps it alive until it fires */
 
-    run_until(r, &g.fired, 1);
+    tw_test_run_until(r, &g.fired, 1);
     assert_string_equal(trace, "cli:made cb");
     assert_int_equal(cli.builds, 1);
-    run_until(r, &srv.made, 1);
+    tw_test_run_until(r, &srv.made, 1);
 
     /* The connection ends: the internal connector goes, and with it the
      * factory's last user. */
     tw_transport_lose_connection(g.p->transport);
-    run_until(r, &cli.destroyed, 1);
-    run_until(r, &srv.destroyed, 1);
+    tw_test_run_until(r, &cli.destroyed, 1);
+    tw_test_run_until(r, &srv.destroyed, 1);
     assert_int_equal(cli.lost, 1);
     assert_int_equal(cli.stops, 1);
     assert_int_equal(tw_factory_connection_count(&cli.base), 0);
@@ -312,7 +299,7 @@ static void connect_fires_with_the_protocol_after_connection_made(void **state)
 
 static void connect_to_a_closed_port_fails_with_econnrefused(void **state)
 {
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int holder;
     int port = closed_port(&holder);
     tfac_t cli;
@@ -324,7 +311,7 @@ static void connect_to_a_closed_port_fails_with_econnrefused(void **state)
     tw_deferred_t *d = tw_endpoint_connect_deferred(r, s, &cli.base, NULL, 0);
     watch(d, &g);
     assert_int_equal(g.fired, 0);
-    run_until(r, &g.fired, 1);
+    tw_test_run_until(r, &g.fired, 1);
     assert_string_equal(trace, "eb");
     assert_string_equal(g.domain, "tcp");
     assert_int_equal(g.code, -ECONNREFUSED);
@@ -343,20 +330,20 @@ static void connect_to_a_closed_port_fails_with_econnrefused(void **state)
     d = tw_endpoint_connect_deferred(r, s, &cli.base, NULL, 0);
     watch(d, &g2);
     tw_deferred_unref(d);
-    run_until(r, &g2.fired, 1);
+    tw_test_run_until(r, &g2.fired, 1);
     assert_string_equal(g2.domain, "tcp");
     assert_int_equal(g2.code, -ECONNREFUSED);
     assert_int_equal(cli.builds, 1);
     assert_int_equal(cli.stops, 2);
     tw_listener_close(l); /* the server may have accepted it: it ends */
-    run_until(r, &srv.destroyed, srv.made);
+    tw_test_run_until(r, &srv.destroyed, srv.made);
     close(holder);
     tw_reactor_free(r);
 }
 
 static void connect_with_a_bad_string_fails_at_once(void **state)
 {
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tfac_t cli;
     tf_init(&cli, "cli");
     char err[256];
@@ -383,7 +370,7 @@ static void connect_with_a_bad_string_fails_at_once(void **state)
 
 static void cancel_stops_the_attempt(void **state)
 {
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tfac_t srv, cli;
     tf_init(&srv, NULL);
     tf_init(&cli, "cli");
@@ -409,7 +396,7 @@ static void cancel_stops_the_attempt(void **state)
     assert_string_equal(trace, "eb");
     /* The server may have accepted the half-made connection: it ends. */
     tw_listener_close(l);
-    run_until(r, &srv.destroyed, srv.made);
+    tw_test_run_until(r, &srv.destroyed, srv.made);
 
     /* Cancelled after it fired: nothing happens, the connection lives on. */
     tfac_t srv2;
@@ -419,19 +406,19 @@ static void cancel_stops_the_attempt(void **state)
     got_t g2 = { 0 };
     d = tw_endpoint_connect_deferred(r, s, &cli.base, NULL, 0);
     watch(d, &g2);
-    run_until(r, &g2.fired, 1);
+    tw_test_run_until(r, &g2.fired, 1);
     assert_int_equal(g2.code, 0);
     tw_deferred_cancel(d);
     tw_deferred_unref(d);
-    run_until(r, &srv2.made, 1);
+    tw_test_run_until(r, &srv2.made, 1);
     for (int i = 0; i < 3; i++)
         assert_true(tw_reactor_iterate(r, 0) >= 0);
     assert_int_equal(cli.made, 1);
     assert_int_equal(cli.lost, 0);
     assert_int_equal(srv2.lost, 0);
     tw_transport_abort_connection(g2.p->transport);
-    run_until(r, &cli.destroyed, 1);
-    run_until(r, &srv2.destroyed, 1);
+    tw_test_run_until(r, &cli.destroyed, 1);
+    tw_test_run_until(r, &srv2.destroyed, 1);
     assert_int_equal(cli.stops, 2);
     assert_int_equal(cli.starts, 2);
     tw_listener_close(l);
@@ -450,7 +437,7 @@ static void made_then_cancel(tw_protocol_t *p, tw_transport_t *t)
 
 static void cancel_from_connection_made_aborts(void **state)
 {
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tfac_t srv, cli;
     tf_init(&srv, NULL);
     tf_init(&cli, "cli");
@@ -465,17 +452,17 @@ static void cancel_from_connection_made_aborts(void **state)
     got_t g = { 0 };
     cancel_me = tw_endpoint_connect_deferred(r, s, &cli.base, NULL, 0);
     watch(cancel_me, &g);
-    run_until(r, &g.fired, 1);
+    tw_test_run_until(r, &g.fired, 1);
     assert_string_equal(trace, "cli:made eb");
     assert_string_equal(g.domain, "deferred");
     assert_int_equal(g.code, -ECANCELED);
     tw_deferred_unref(cancel_me);
     cancel_me = NULL;
-    run_until(r, &cli.destroyed, 1);
+    tw_test_run_until(r, &cli.destroyed, 1);
     assert_int_equal(cli.lost, 1);
     assert_int_equal(cli.stops, 1);
     tw_listener_close(l); /* the server may or may not have accepted it */
-    run_until(r, &srv.destroyed, srv.made);
+    tw_test_run_until(r, &srv.destroyed, srv.made);
     tw_reactor_free(r);
 }
 
@@ -493,7 +480,7 @@ static tw_outcome_t take_listener(tw_outcome_t in, void *a1, void *a2)
 
 static void listen_fires_with_a_working_listener(void **state)
 {
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tfac_t srv;
     tf_init(&srv, NULL);
     char err[256] = "junk";
@@ -519,12 +506,12 @@ static void listen_fires_with_a_working_listener(void **state)
     d = tw_endpoint_connect_deferred(r, s, &cli.base, NULL, 0);
     watch(d, &g);
     tw_deferred_unref(d);
-    run_until(r, &g.fired, 1);
-    run_until(r, &srv.made, 1);
+    tw_test_run_until(r, &g.fired, 1);
+    tw_test_run_until(r, &srv.made, 1);
     assert_int_equal(srv.builds, 1);
     tw_transport_lose_connection(g.p->transport);
-    run_until(r, &srv.destroyed, 1);
-    run_until(r, &cli.destroyed, 1);
+    tw_test_run_until(r, &srv.destroyed, 1);
+    tw_test_run_until(r, &cli.destroyed, 1);
     tw_listener_close(l);
     assert_int_equal(srv.stops, 1);
 
@@ -548,7 +535,7 @@ static void listen_fires_with_a_working_listener(void **state)
 
 static void listen_on_a_busy_port_fails_with_eaddrinuse(void **state)
 {
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tfac_t srv;
     tf_init(&srv, NULL);
     tw_listener_t *l = listen_local(r, &srv);
@@ -638,7 +625,7 @@ static void stop_now(tw_reactor_t *r, void *arg)
 
 static void shutdown_waits_for_a_deferred(void **state)
 {
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     drain_t dr = { .r = r };
     tw_test_socketpair(dr.fds);
     assert_true(tw_reactor_add_trigger(r, TW_BEFORE, TW_SHUTDOWN, trig_trace, "before") > 0);
@@ -705,7 +692,7 @@ static void stop_timer(tw_timer_t *t, void *arg)
 
 static void a_deferred_that_never_fires_is_cancelled_at_the_limit(void **state)
 {
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     drain_t dr = { .r = r };
     tw_reactor_set_shutdown_timeout(r, TW_MSEC(20));
     assert_true(tw_reactor_add_shutdown_deferred(r, fails_at_once, NULL) > 0);

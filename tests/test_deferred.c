@@ -597,13 +597,6 @@ static void cancelling_the_outer_cancels_the_inner_it_waits_on(void **state)
 
 /* ---- time ----------------------------------------------------------------------------- */
 
-static tw_reactor_t *new_reactor(void)
-{
-    tw_reactor_t *r = NULL;
-    assert_int_equal(tw_reactor_new(&r), 0);
-    return r;
-}
-
 typedef struct catch {
     int fired;
     int code;
@@ -628,7 +621,7 @@ static tw_outcome_t catch_step(tw_outcome_t in, void *arg, void *unused)
 
 static void timeout_errbacks_with_a_timeout_failure(void **state)
 {
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     catch_t c = { 0 };
     tw_deferred_t *d = new_deferred();
     tw_deferred_add_callback(d, record_step, "covered", NULL);
@@ -647,7 +640,7 @@ static void timeout_errbacks_with_a_timeout_failure(void **state)
 
 static void firing_before_the_timeout_cancels_its_timer(void **state)
 {
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tw_deferred_t *d = new_deferred();
     assert_int_equal(tw_deferred_add_timeout(d, r, TW_SEC(10)), 0);
     assert_int_equal(tw_reactor_timer_count(r), 1);
@@ -663,7 +656,7 @@ static void firing_before_the_timeout_cancels_its_timer(void **state)
 
 static void timeout_keeps_a_cancellers_own_failure(void **state)
 {
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     catch_t c = { 0 };
     tw_deferred_t *d = tw_deferred_new(canceller_with_its_own_failure, "op");
     assert_int_equal(tw_deferred_add_timeout(d, r, TW_MSEC(1)), 0);
@@ -677,7 +670,7 @@ static void timeout_keeps_a_cancellers_own_failure(void **state)
 
 static void timeout_of_a_deferred_waiting_on_another_cancels_that_one(void **state)
 {
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     catch_t c = { 0 };
     tw_deferred_t *inner = tw_deferred_new(canceller_that_does_nothing, "inner");
     tw_deferred_t *d = new_deferred();
@@ -703,7 +696,7 @@ static tw_outcome_t later_fn(tw_outcome_t in, void *label, void *n)
 
 static void defer_later_fires_with_the_function_outcome(void **state)
 {
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     catch_t c = { 0 };
     tw_time_t start = tw_time_now();
     tw_deferred_t *d = tw_defer_later(r, TW_MSEC(3), later_fn, "fn", L(21));
@@ -730,7 +723,7 @@ static void defer_later_fires_with_the_function_outcome(void **state)
 
 static void cancelling_defer_later_cancels_its_timer(void **state)
 {
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     catch_t c = { 0 };
     tw_deferred_t *d = tw_defer_later(r, TW_SEC(10), later_fn, "fn", L(1));
     tw_deferred_add_both(d, catch_step, &c, NULL);

@@ -15,14 +15,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static tw_reactor_t *new_reactor(void)
-{
-    tw_reactor_t *r = NULL;
-    assert_int_equal(tw_reactor_new(&r), 0);
-    assert_non_null(r);
-    return r;
-}
-
 static bool backend_is(const char *name)
 {
     return strcmp(tw_reactor_backend_name(), name) == 0;
@@ -75,7 +67,7 @@ static void guard_end(guard_t *g)
 static void stop_when_not_running_is_refused(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     assert_false(tw_reactor_running(r));
     assert_int_equal(tw_reactor_stop(r), TW_ENOTRUNNING);
     tw_reactor_free(r);
@@ -104,7 +96,7 @@ static void nested_cb(tw_timer_t *t, void *arg)
 static void run_returns_zero_after_stop_and_runs_again(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     for (int round = 0; round < 3; round++) {
         runstate_t s = { .r = r };
         guard_t g;
@@ -146,7 +138,7 @@ static void run_inside_iterate_cb(tw_timer_t *t, void *arg)
 static void run_from_a_callback_of_iterate_is_refused(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     runstate_t s = { .r = r };
     assert_non_null(tw_reactor_call_later(r, 0, run_inside_iterate_cb, &s));
     assert_int_equal(tw_reactor_iterate(r, 0), 2); /* the timer, then the soon call */
@@ -214,7 +206,7 @@ static void assert_trace(const trace_t *tr, const int *want, int n)
 static void triggers_run_by_phase_then_in_order_added_on_every_run(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     trace_t tr = { .n = 0 };
     /* tags: 1x before, 2x during, 3x after startup; 4x/5x/6x shutdown */
     trig_t t[] = {
@@ -284,7 +276,7 @@ static void stop_call_cb(tw_reactor_t *r, void *arg)
 static void stop_in_startup_trigger_still_runs_shutdown_triggers(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     trace_t tr = { .n = 0 };
     trig_t a = { &tr, 1, { 0 }, { 0 } }, b = { &tr, 2, { 0 }, { 0 } };
     assert_true(tw_reactor_add_trigger(r, TW_BEFORE, TW_STARTUP, trig_cb, &a) > 0);
@@ -325,7 +317,7 @@ static void call_when_running_while_running_runs_soon(tw_timer_t *t, void *arg)
 static void call_when_running_during_run_runs_soon_once(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     wr_ctx_t c = { .r = r };
     guard_t g;
     guard_start(&g, r);
@@ -367,7 +359,7 @@ static void soon_cb(tw_reactor_t *r, void *arg)
 static void soon_calls_run_in_fifo_order(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     soon_ctx_t c = { .n = 0 };
     soon_item_t it[150];
     for (int i = 0; i < 150; i++) {
@@ -387,7 +379,7 @@ static void soon_calls_run_in_fifo_order(void **state)
 static void soon_call_made_by_soon_call_runs_next_iteration(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     soon_ctx_t c = { .n = 0, .requeue = 3 };
     soon_item_t a = { &c, 1 }, b = { &c, 2 };
     assert_int_equal(tw_reactor_call_soon(r, soon_cb, &a), 0);
@@ -424,7 +416,7 @@ static void endless_soon_cb(tw_reactor_t *r, void *arg)
 static void endless_soon_calls_do_not_starve_io(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int p[2], reads = 0, soons = 0;
     tw_test_pipe(p);
     assert_int_equal(tw_reactor_add_reader(r, p[0], count_reads_cb, &reads), 0);
@@ -474,7 +466,7 @@ static void stage_io_cb(tw_reactor_t *r, int fd, void *arg)
 static void io_then_due_timers_then_soon_calls_in_one_iteration(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     stages_t s = { .r = r };
     int p[2];
     tw_test_pipe(p);
@@ -501,7 +493,7 @@ static void flag_timer_cb(tw_timer_t *t, void *arg)
 static void iterate_zero_returns_promptly(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int p[2], reads = 0, fired = 0;
     tw_test_pipe(p);
     assert_int_equal(tw_reactor_add_reader(r, p[0], count_reads_cb, &reads), 0);
@@ -521,7 +513,7 @@ static void iterate_zero_returns_promptly(void **state)
 static void iterate_forever_with_only_a_timer_fires_it(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int fired = 0, passes = 0;
     tw_time_t start = tw_time_now();
     assert_non_null(tw_reactor_call_later(r, TW_MSEC(3), flag_timer_cb, &fired));
@@ -556,7 +548,7 @@ static void now_cb(tw_timer_t *t, void *arg)
 static void reactor_now_is_cached_in_callbacks_and_fresh_outside(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tw_time_t a = tw_reactor_now(r), b = tw_time_now(), c = tw_reactor_now(r);
     assert_true(a <= b && b <= c);
     now_ctx_t n = { .r = r };
@@ -601,7 +593,7 @@ static void io_write_cb(tw_reactor_t *r, int fd, void *arg)
 static void pipe_reader_fires_after_write_and_not_before(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int p[2];
     io_count_t c = { .drain = true };
     tw_test_pipe(p);
@@ -629,7 +621,7 @@ static void pipe_reader_fires_after_write_and_not_before(void **state)
 static void readiness_is_level_triggered_until_removed(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int s[2];
     io_count_t c = { .drain = false };
     tw_test_socketpair(s);
@@ -650,7 +642,7 @@ static void readiness_is_level_triggered_until_removed(void **state)
 static void socket_writer_fires_when_writable_and_stops_when_removed(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int s[2];
     io_count_t c = { 0 }, d = { .drain = true };
     tw_test_socketpair(s);
@@ -683,7 +675,7 @@ static void socket_writer_fires_when_writable_and_stops_when_removed(void **stat
 static void watch_queries_track_readers_and_writers(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int s[2], p[2];
     io_count_t c = { 0 }, c2 = { 0 };
     tw_test_socketpair(s);
@@ -760,7 +752,7 @@ static void pairwise_cb(tw_reactor_t *r, int fd, void *arg)
 static void watcher_removed_by_earlier_callback_in_batch_is_not_called(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int a[2], b[2];
     tw_test_pipe(a);
     tw_test_socketpair(b);
@@ -782,7 +774,7 @@ static void watcher_removed_by_earlier_callback_in_batch_is_not_called(void **st
 static void reader_and_writer_removing_each_other_run_once(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int a[2], b[2];
     tw_test_pipe(a);
     tw_test_socketpair(b);
@@ -821,7 +813,7 @@ static void same_fd_write_cb(tw_reactor_t *r, int fd, void *arg)
 static void reader_removing_writer_of_same_fd_stops_its_event(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int s[2];
     tw_test_socketpair(s);
     tw_test_poke(s[1]); /* s[0] readable and writable at once */
@@ -888,7 +880,7 @@ static void stale_event_never_reaches_a_watcher_on_a_reused_fd(void **state)
 {
     (void)state;
     for (int round = 0; round < 20; round++) {
-        tw_reactor_t *r = new_reactor();
+        tw_reactor_t *r = tw_test_reactor_new();
         reuse_t u = { .first = -1, .victim = -1, .fresh_w = -1 };
         tw_test_pipe(u.a);
         tw_test_pipe(u.b);
@@ -953,7 +945,7 @@ static void five_thousand_socket_readers_all_fire(void **state)
         print_message("RLIMIT_NOFILE hard limit %ld is below %d: skipped\n", lim, 2 * N + 256);
         skip();
     }
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int (*sv)[2] = malloc(N * sizeof *sv);
     many_item_t *items = malloc(N * sizeof *items);
     many_t m = { .hits = calloc(N, sizeof(int)) };
@@ -994,7 +986,7 @@ static void fd_at_or_above_fd_setsize_is_refused_only_by_select(void **state)
         print_message("RLIMIT_NOFILE is too low to open fd %d: skipped\n", big);
         skip();
     }
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int p[2];
     io_count_t c = { .drain = true };
     tw_test_pipe(p);
@@ -1037,7 +1029,7 @@ static void regular_file_reader_is_refused_on_epoll(void **state)
                       "skipped\n", tw_reactor_backend_name());
         skip();
     }
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     char path[] = "/tmp/twine-test-XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
@@ -1129,7 +1121,7 @@ static int child_main(tw_reactor_t *r, int wfd, forked_t *f)
 static void after_fork_child_keeps_watchers_and_timers(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int p[2];
     forked_t f = { 0 };
     tw_timer_t t;

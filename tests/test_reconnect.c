@@ -22,13 +22,6 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static tw_reactor_t *new_reactor(void)
-{
-    tw_reactor_t *r = NULL;
-    assert_int_equal(tw_reactor_new(&r), 0);
-    return r;
-}
-
 /* Iterate for about `ms` milliseconds, whatever happens. */
 static void spin(tw_reactor_t *r, int ms)
 {
@@ -282,7 +275,7 @@ static void expect_retry_at(tw_fake_clock_t *clock, seen_t *s, tw_time_t when)
 static void defaults_are_twisteds_and_bad_options_are_refused(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     seen_t s = { .r = r };
     tw_client_hooks_t h = all_hooks(&s);
     tw_reconnecting_factory_t f;
@@ -323,7 +316,7 @@ static void defaults_are_twisteds_and_bad_options_are_refused(void **state)
 static void without_jitter_delays_grow_by_factor_up_to_max(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     seen_t s = { .r = r };
     tw_client_hooks_t h = all_hooks(&s);
     tw_reconnect_opts_t o = TW_RECONNECT_DEFAULTS;
@@ -352,7 +345,7 @@ static void without_jitter_delays_grow_by_factor_up_to_max(void **state)
 static void jittered_delays_are_seeded_and_bounded(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     seen_t s = { .r = r };
     tw_client_hooks_t h = all_hooks(&s);
     tw_reconnecting_factory_t a, b, c;
@@ -385,7 +378,7 @@ static void jittered_delays_are_seeded_and_bounded(void **state)
 static void jitter_is_normally_distributed(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     seen_t s = { .r = r };
     tw_client_hooks_t h = all_hooks(&s);
     tw_reconnect_opts_t o = TW_RECONNECT_DEFAULTS;
@@ -417,7 +410,7 @@ static void jitter_is_normally_distributed(void **state)
 static void reset_and_max_retries(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     seen_t s = { .r = r };
     tw_client_hooks_t h = all_hooks(&s);
     tw_reconnect_opts_t o = TW_RECONNECT_DEFAULTS;
@@ -445,7 +438,7 @@ static void reset_and_max_retries(void **state)
 static void refused_attempts_retry_at_exact_times_then_give_up(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int port = free_port(r);
     tw_fake_clock_t clock;
     tw_fake_clock_attach(&clock, r, T0);
@@ -506,7 +499,7 @@ static void refused_attempts_retry_at_exact_times_then_give_up(void **state)
 static void seeded_jitter_retries_at_the_factorys_own_times(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int port = free_port(r);
     tw_fake_clock_t clock;
     tw_fake_clock_attach(&clock, r, T0);
@@ -553,7 +546,7 @@ static void seeded_jitter_retries_at_the_factorys_own_times(void **state)
 static void stop_trying_cancels_the_attempt_and_the_pending_retry(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int port = free_port(r);
     tw_fake_clock_t clock;
     tw_fake_clock_attach(&clock, r, T0);
@@ -605,7 +598,7 @@ static void stop_trying_cancels_the_attempt_and_the_pending_retry(void **state)
 static void freeing_the_connector_cancels_the_retry(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int port = free_port(r);
     tw_fake_clock_t clock;
     tw_fake_clock_attach(&clock, r, T0);
@@ -644,7 +637,7 @@ static void lost_connections_are_retried_at_exact_times(void **state)
 {
     (void)state;
     for (int manual = 0; manual <= 1; manual++) {
-        tw_reactor_t *r = new_reactor();
+        tw_reactor_t *r = tw_test_reactor_new();
         tw_fake_clock_t clock;
         tw_fake_clock_attach(&clock, r, T0);
         seen_t s = { .r = r }, srv = { .r = r };
@@ -700,7 +693,7 @@ static void lost_connections_are_retried_at_exact_times(void **state)
 static void plain_client_factory_calls_its_hooks(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int closed = free_port(r);
     tw_fake_clock_t clock;
     tw_fake_clock_attach(&clock, r, T0);
@@ -744,7 +737,7 @@ static void plain_client_factory_calls_its_hooks(void **state)
 static void connects_once_server_is_up_and_reconnects_after_loss(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int port = free_port(r);
     seen_t s = { .r = r }, srv = { .r = r };
     tw_client_hooks_t h = all_hooks(&s);

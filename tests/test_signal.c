@@ -13,14 +13,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static tw_reactor_t *new_reactor(void)
-{
-    tw_reactor_t *r = NULL;
-    assert_int_equal(tw_reactor_new(&r), 0);
-    assert_non_null(r);
-    return r;
-}
-
 static void set_disposition(int signo, void (*handler)(int))
 {
     struct sigaction sa;
@@ -79,7 +71,7 @@ static void record_cb(tw_reactor_t *r, int signo, void *arg)
 static void signal_runs_callback_in_reactor_thread_after_raise_returns(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     sigrec_t s = { 0 };
     assert_int_equal(tw_reactor_on_signal(r, SIGUSR1, record_cb, &s), 0);
     in_raise = 1;
@@ -105,7 +97,7 @@ static void signal_runs_callback_in_reactor_thread_after_raise_returns(void **st
 static void deliveries_before_the_reactor_looks_are_coalesced(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     sigrec_t s = { 0 };
     assert_int_equal(tw_reactor_on_signal(r, SIGUSR1, record_cb, &s), 0);
     for (int i = 0; i < 5; i++)
@@ -120,7 +112,7 @@ static void deliveries_before_the_reactor_looks_are_coalesced(void **state)
 static void removed_handler_does_not_get_a_pending_signal(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     sigrec_t s = { 0 };
     set_disposition(SIGUSR1, SIG_IGN);
     assert_int_equal(tw_reactor_on_signal(r, SIGUSR1, record_cb, &s), 0);
@@ -249,7 +241,7 @@ static void replacing_and_removing_a_handler_restores_old_disposition(void **sta
     (void)state;
     void (*const olds[])(int) = { SIG_IGN, plain_handler };
     for (int k = 0; k < 2; k++) {
-        tw_reactor_t *r = new_reactor();
+        tw_reactor_t *r = tw_test_reactor_new();
         sigrec_t first = { 0 }, second = { 0 };
         set_disposition(SIGUSR2, olds[k]);
         assert_int_equal(tw_reactor_on_signal(r, SIGUSR2, record_cb, &first), 0);
@@ -283,7 +275,7 @@ static void freed_reactor_restores_disposition_when_last_lets_go(void **state)
 {
     (void)state;
     set_disposition(SIGUSR1, SIG_IGN);
-    tw_reactor_t *a = new_reactor(), *b = new_reactor();
+    tw_reactor_t *a = tw_test_reactor_new(), *b = tw_test_reactor_new();
     sigrec_t sa = { 0 }, sb = { 0 };
     assert_int_equal(tw_reactor_on_signal(a, SIGUSR1, record_cb, &sa), 0);
     assert_int_equal(tw_reactor_on_signal(b, SIGUSR1, record_cb, &sb), 0);
@@ -310,7 +302,7 @@ static void sixty_fifth_signal_watching_reactor_gets_no_slot(void **state)
     sigrec_t s[SLOTS + 1];
     memset(s, 0, sizeof s);
     for (int i = 0; i <= SLOTS; i++)
-        r[i] = new_reactor();
+        r[i] = tw_test_reactor_new();
     for (int i = 0; i < SLOTS; i++)
         assert_int_equal(tw_reactor_on_signal(r[i], SIGUSR1, record_cb, &s[i]), 0);
     assert_int_equal(tw_reactor_on_signal(r[SLOTS], SIGUSR1, record_cb, &s[SLOTS]),
@@ -335,7 +327,7 @@ static void sixty_fifth_signal_watching_reactor_gets_no_slot(void **state)
 static void on_signal_refuses_sigkill_sigstop_and_bad_numbers(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     sigrec_t s = { 0 };
     assert_int_equal(tw_reactor_on_signal(r, SIGKILL, record_cb, &s), -EINVAL);
     assert_int_equal(tw_reactor_on_signal(r, SIGSTOP, record_cb, &s), -EINVAL);
@@ -403,7 +395,7 @@ static void guard_stop_cb(tw_timer_t *t, void *arg)
 static void run_signals_flag_stops_on_sigterm_and_removes_handlers(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     term_ctx_t c = { .r = r };
     logcap_t cap = { 0 };
     tw_log_set_level(TW_LOG_INFO);
@@ -446,7 +438,7 @@ static void raise_sigint_cb(tw_timer_t *t, void *arg)
 static void run_signals_flag_leaves_application_handler_alone(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     term_ctx_t c = { .r = r };
     assert_int_equal(tw_reactor_on_signal(r, SIGINT, app_sigint_cb, &c), 0);
     assert_true(tw_reactor_add_trigger(r, TW_BEFORE, TW_SHUTDOWN, shutdown_cb, &c) > 0);
@@ -484,7 +476,7 @@ static void take_sigterm_and_stop_cb(tw_timer_t *t, void *arg)
 static void handler_registered_during_run_signals_outlives_the_run(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     term_ctx_t c = { .r = r };
     assert_non_null(tw_reactor_call_later(r, 0, take_sigterm_and_stop_cb, &c));
     assert_int_equal(tw_reactor_run(r, TW_RUN_SIGNALS), 0);
@@ -503,7 +495,7 @@ static void handler_registered_during_run_signals_outlives_the_run(void **state)
 static void sigpipe_is_ignored_after_reactor_new(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     assert_true(disposition(SIGPIPE) == SIG_IGN);
     int p[2];
     tw_test_pipe(p);

@@ -25,38 +25,12 @@
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static tw_reactor_t *new_reactor(void)
-{
-    tw_reactor_t *r = NULL;
-    assert_int_equal(tw_reactor_new(&r), 0);
-    assert_non_null(r);
-    return r;
-}
-
 static bool backend_is(const char *name)
 {
     return strcmp(tw_reactor_backend_name(), name) == 0;
 }
 
 /* Iterate until *counter >= want (the bound is a guard, never a decision). */
-static void run_until(tw_reactor_t *r, const int *counter, int want)
-{
-    if (!tw_test_iterate_until(r, counter, want, 1000000))
-        fail_msg("gave up waiting: counter is %d, want %d", *counter, want);
-}
-
-#define FNV_INIT 0xcbf29ce484222325ull
-
-static uint64_t fnv(uint64_t h, const void *data, size_t len)
-{
-    const unsigned char *p = data;
-    for (size_t i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 static uint64_t xs64(uint64_t *s)
 {
     uint64_t x = *s;
@@ -309,7 +283,7 @@ static void tp_data(tw_protocol_t *bp, const void *d, size_t n)
     l->data++;
     l->last_data_at = ++p->tf->seq;
     l->bytes += n;
-    l->hash = fnv(l->hash, d, n);
+    l->hash = tw_test_fnv(l->hash, d, n);
     l->depth++;
     if (p->tf->echo && tw_transport_write(bp->transport, d, n) != 0)
         l->write_errors++;
@@ -409,7 +383,7 @@ static tw_protocol_t *tf_build(tw_factory_t *f, const struct sockaddr *addr, soc
     p->tf = tf;
     p->life = &tf->lives[tf->nlives];
     p->life->index = tf->nlives++;
-    p->life->hash = FNV_INIT;
+    p->life->hash = TW_TEST_FNV_INIT;
     return &p->base;
 }
 
@@ -567,7 +541,7 @@ static void pusher_pump(pusher_t *ps)
         if (n == 0) /* only the tail is left */
             n = ps->tail;
         fill_random(ps->buf, n, &ps->rng);
-        ps->hash = fnv(ps->hash, ps->buf, n);
+        ps->hash = tw_test_fnv(ps->hash, ps->buf, n);
         size_t cut = (size_t)(xs64(&ps->rng) % (n + 1));
         struct iovec iov[2] = { { ps->buf, cut }, { ps->buf + cut, n - cut } };
         if (tw_transport_writev(ps->t, iov, 2) != 0) {
@@ -632,14 +606,14 @@ static void pusher_made(tproto_t *p, tw_transport_t *t)
  * returns false (nothing checked) if the server cannot listen there. */
 static bool push_echo(const char *host, size_t total, size_t tail, int sndbuf, uint64_t seed)
 {
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tfactory_t srv, cli;
     tf_init(&srv, 1);
     tf_init(&cli, 1);
     srv.echo = srv.throttle = true;
     cli.eof_handler = true;
     pusher_t ps = { .prod.ops = &pusher_ops, .total = total, .tail = tail, .sndbuf = sndbuf,
-                    .rng = seed, .hash = FNV_INIT };
+                    .rng = seed, .hash = TW_TEST_FNV_INIT };
     ps.buf = malloc(tail > PIECE_MAX ? tail : PIECE_MAX);
     assert_non_null(ps.buf);
     cli.on_made = pusher_made;
@@ -659,9 +633,9 @@ static bool push_echo(const char *host, size_t total, size_t tail, int sndbuf, u
     tw_connector_t *c = connect_to(r, &cli, host, tw_listener_port(l), 0);
     assert_int_equal(cli.started_connecting, 1);
 
-    run_until(r, &cli.destroyed, 1);
-    run_until(r, &srv.destroyed, 1);
-    run_until(r, &cli.conn_lost, 1);
+    tw_test_run_until(r, &cli.destroyed, 1);
+    tw_test_run_until(r, &srv.destroyed, 1);
+    tw_test_run_until(r, &cli.conn_lost, 1);
     tf_check_all(&srv);
     tf_check_all(&cli);
 
@@ -759,7 +733,7 @@ static void many_data(tproto_t *p, const void *d, size_t n)
         return;
     char msg[MSG_LEN];
     many_msg(msg, p->life->index);
-    if (p->life->bytes != MSG_LEN || p->life->hash != fnv(FNV_INIT, msg, MSG_LEN))
+    if (p->life->bytes != MSG_LEN || p->life->hash != tw_test_fnv(TW_TEST_FNV_INIT, msg, MSG_LEN))
         m->mismatches++;
     m->done++;
 }
@@ -778,7 +752,7 @@ static void thousand_concurrent_connections_each_echo_a_message(void **state)
         print_message("RLIMIT_NOFILE hard limit %ld is below %d: skipped\n", lim, 2 * N + 256);
         skip();
     }
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tfactory_t srv, cli;
     tf_init(&srv, N);
     tf_init(&cli, N);
@@ -812,8 +786,8 @@ static void thousand_concurrent_connections_each_echo_a_message(void **state)
 
     for (int i = 0; i < N; i++)
         tw_transport_lose_connection(cli.lives[i].t);
-    run_until(r, &cli.conn_lost, N);
-    run_until(r, &srv.destroyed, N);
+    tw_test_run_until(r, &cli.conn_lost, N);
+    tw_test_run_until(r, &srv.destroyed, N);
     tf_check_all(&srv);
     tf_check_all(&cli);
     for (int i = 0; i < N; i++) {
@@ -859,7 +833,7 @@ static void abort_in_data(tproto_t *p, const void *d, size_t n)
 static void abort_inside_data_received_loses_once_after_it_returns(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tfactory_t srv;
     tf_init(&srv, 1);
     abort_ctx_t a = { 0, 0, 0, 0 };
@@ -868,7 +842,7 @@ static void abort_inside_data_received_loses_once_after_it_returns(void **state)
     tw_listener_t *l = listen_on(r, &srv, "127.0.0.1", 0);
     int peer = raw_connect(AF_INET, tw_listener_port(l), 0);
     assert_int_equal(write(peer, "hello", 5), 5);
-    run_until(r, &srv.destroyed, 1);
+    tw_test_run_until(r, &srv.destroyed, 1);
     tf_check_all(&srv);
     const life_t *sl = &srv.lives[0];
     assert_int_equal(sl->data, 1);
@@ -920,7 +894,7 @@ static void lose_made(tproto_t *p, tw_transport_t *t)
 static void write_after_lose_is_refused_and_lose_flushes_first(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tfactory_t srv;
     tf_init(&srv, 1);
     lose_ctx_t c = { 0 };
@@ -928,7 +902,7 @@ static void write_after_lose_is_refused_and_lose_flushes_first(void **state)
     srv.user = &c;
     tw_listener_t *l = listen_on(r, &srv, "127.0.0.1", 0);
     int peer = raw_connect(AF_INET, tw_listener_port(l), 16384);
-    run_until(r, &srv.made, 1);
+    tw_test_run_until(r, &srv.made, 1);
     assert_int_equal(c.rc_first, 0);
     assert_true(c.queued_before > 0); /* something was left to flush */
     assert_int_equal(c.rc_write, -EPIPE);
@@ -940,7 +914,7 @@ static void write_after_lose_is_refused_and_lose_flushes_first(void **state)
     assert_int_equal(drain_peer(r, peer, &k), 0); /* every byte, then EOF */
     assert_int_equal(k.got, LOSE_BYTES);
     assert_int_equal(k.bad, 0);
-    run_until(r, &srv.destroyed, 1);
+    tw_test_run_until(r, &srv.destroyed, 1);
     tf_check_all(&srv);
     assert_true(srv.lives[0].lost_clean);
     close(peer);
@@ -975,7 +949,7 @@ static void free_on_failed(tfactory_t *tf, tw_connector_t *c, const tw_failure_t
 static void connection_refused_reaches_connection_failed_later(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int holder;
     int port = closed_port(&holder);
     tfactory_t cli;
@@ -985,7 +959,7 @@ static void connection_refused_reaches_connection_failed_later(void **state)
     assert_int_equal(cli.failed, 0); /* not inside tw_tcp_connect */
     assert_int_equal(cli.started_connecting, 1);
     assert_int_equal(cli.starts, 1);
-    run_until(r, &cli.failed, 1);
+    tw_test_run_until(r, &cli.failed, 1);
     assert_int_equal(cli.inside_call, 0);
     assert_non_null(cli.fail_domain);
     assert_string_equal(cli.fail_domain, "tcp");
@@ -1005,7 +979,7 @@ static void connection_refused_reaches_connection_failed_later(void **state)
     assert_int_equal(tw_tcp_connect(r, &cli.base, &o, &c), 0);
     cli.in_call = false;
     assert_int_equal(cli.failed, 1);
-    run_until(r, &cli.failed, 2);
+    tw_test_run_until(r, &cli.failed, 2);
     assert_int_equal(cli.inside_call, 0);
     assert_string_equal(cli.fail_domain, "tcp");
     assert_int_equal(cli.fail_code, -EADDRINUSE);
@@ -1029,7 +1003,7 @@ static void reconnect_on_failed(tfactory_t *tf, tw_connector_t *c, const tw_fail
 static void connector_connect_from_connection_failed_tries_again(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int holder;
     int port = closed_port(&holder);
     tfactory_t cli;
@@ -1037,7 +1011,7 @@ static void connector_connect_from_connection_failed_tries_again(void **state)
     cli.on_failed = reconnect_on_failed;
     tw_connector_t *c = connect_to(r, &cli, "127.0.0.1", port, 0);
     assert_int_equal(tw_connector_connect(c), -EBUSY);
-    run_until(r, &cli.failed, 3);
+    tw_test_run_until(r, &cli.failed, 3);
     assert_int_equal(cli.started_connecting, 3);
     assert_int_equal(cli.fail_code, -ECONNREFUSED);
     assert_int_equal(cli.overflow, 0);
@@ -1103,13 +1077,13 @@ static void connect_times_out_on_a_full_backlog_and_can_be_cancelled(void **stat
 {
     (void)state;
 #ifdef __linux__
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int port, fillers[8], nfill;
     int lfd = full_listener(&port, fillers, 8, &nfill);
     tfactory_t cli;
     tf_init(&cli, 1);
     tw_connector_t *c = connect_to(r, &cli, "127.0.0.1", port, TW_MSEC(50));
-    run_until(r, &cli.failed, 1);
+    tw_test_run_until(r, &cli.failed, 1);
     assert_int_equal(cli.inside_call, 0);
     assert_string_equal(cli.fail_domain, "tcp");
     assert_int_equal(cli.fail_code, -ETIMEDOUT);
@@ -1236,7 +1210,7 @@ static void feeder_made(tproto_t *p, tw_transport_t *t)
 
 static void peer_that_never_reads(bool streaming)
 {
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tfactory_t srv;
     tf_init(&srv, 1);
     feeder_t f = { .prod.ops = &feeder_ops, .streaming = streaming, .total = (size_t)4 << 20,
@@ -1251,9 +1225,9 @@ static void peer_that_never_reads(bool streaming)
      * mark, a pull producer is asked for more only below the low one), and
      * the queue stays under the cap. */
     if (streaming)
-        run_until(r, &f.pauses, 1);
+        tw_test_run_until(r, &f.pauses, 1);
     else
-        run_until(r, &f.backlogged, 1);
+        tw_test_run_until(r, &f.backlogged, 1);
     for (int i = 0; i < 20; i++)
         assert_true(tw_reactor_iterate(r, TW_MSEC(1)) >= 0);
     assert_int_equal(f.errors, 0);
@@ -1277,7 +1251,7 @@ static void peer_that_never_reads(bool streaming)
     assert_true(f.resumes >= 1);
     assert_int_equal(f.errors, 0);
     assert_int_equal(f.stops, 0); /* unregistered before the lose */
-    run_until(r, &srv.destroyed, 1);
+    tw_test_run_until(r, &srv.destroyed, 1);
     tf_check_all(&srv);
     assert_true(srv.lives[0].lost_clean);
     close(peer);
@@ -1335,7 +1309,7 @@ static void cap_made(tproto_t *p, tw_transport_t *t)
 
 static void cap_policy(tw_cap_policy_t policy)
 {
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tfactory_t srv;
     tf_init(&srv, 1);
     cap_ctx_t c = { .policy = policy };
@@ -1343,14 +1317,14 @@ static void cap_policy(tw_cap_policy_t policy)
     srv.user = &c;
     tw_listener_t *l = listen_on(r, &srv, "127.0.0.1", 0);
     int peer = raw_connect(AF_INET, tw_listener_port(l), 16384);
-    run_until(r, &srv.made, 1);
+    tw_test_run_until(r, &srv.made, 1);
     assert_true(c.writes < 1024);
     assert_int_equal(c.rc, -ENOBUFS);
     assert_true(c.queued_before + CAP_CHUNK > CAP_BYTES);
     assert_true(c.queued_before <= CAP_BYTES);
     sink_t k = { 0, 0 };
     int end = drain_peer(r, peer, &k);
-    run_until(r, &srv.destroyed, 1);
+    tw_test_run_until(r, &srv.destroyed, 1);
     tf_check_all(&srv);
     if (policy == TW_CAP_FAIL) {
         /* Refused and nothing queued; the connection goes on. */
@@ -1414,7 +1388,7 @@ static void rst_made(tproto_t *p, tw_transport_t *t)
 static void reset_while_writing_fails_the_connection_without_sigpipe(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     /* tw_reactor_new ignored SIGPIPE; put the default back, so that only
      * MSG_NOSIGNAL on the write path keeps the process alive. */
     struct sigaction dfl = { .sa_handler = SIG_DFL }, old;
@@ -1427,7 +1401,7 @@ static void reset_while_writing_fails_the_connection_without_sigpipe(void **stat
     srv.user = &c;
     tw_listener_t *l = listen_on(r, &srv, "127.0.0.1", 0);
     int peer = raw_connect(AF_INET, tw_listener_port(l), 16384);
-    run_until(r, &srv.made, 1);
+    tw_test_run_until(r, &srv.made, 1);
     assert_int_equal(c.rc, 0);
     assert_true(c.queued > 0);
     struct linger lg = { 1, 0 };
@@ -1442,7 +1416,7 @@ static void reset_while_writing_fails_the_connection_without_sigpipe(void **stat
     int err = 0;
     socklen_t elen = sizeof err;
     assert_int_equal(getsockopt(sfd, SOL_SOCKET, SO_ERROR, &err, &elen), 0);
-    run_until(r, &srv.destroyed, 1);
+    tw_test_run_until(r, &srv.destroyed, 1);
     tf_check_all(&srv);
     const life_t *sl = &srv.lives[0];
     assert_false(sl->lost_clean);
@@ -1505,7 +1479,7 @@ static void out_of_descriptors_sheds_connections_without_spinning(void **state)
 {
     (void)state;
     enum { N = 200, MAXHOLES = 4096 };
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tfactory_t srv, cli;
     tf_init(&srv, 1);
     tf_init(&cli, 1);
@@ -1599,8 +1573,8 @@ static void out_of_descriptors_sheds_connections_without_spinning(void **state)
 
     /* Descriptors again: a new connection is served. */
     tw_connector_t *c = connect_to(r, &cli, "127.0.0.1", port, 0);
-    run_until(r, &cli.destroyed, 1);
-    run_until(r, &srv.destroyed, 1);
+    tw_test_run_until(r, &cli.destroyed, 1);
+    tw_test_run_until(r, &srv.destroyed, 1);
     tf_check_all(&srv);
     tf_check_all(&cli);
     assert_int_equal(cli.lives[0].bytes, 4);
@@ -1628,7 +1602,7 @@ static int sockopt_int(int fd, int level, int opt)
 static void addresses_port_nodelay_and_keepalive(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tfactory_t srv, cli;
     tf_init(&srv, 1);
     tf_init(&cli, 1);
@@ -1658,8 +1632,8 @@ static void addresses_port_nodelay_and_keepalive(void **state)
     assert_int_equal(srv.starts, 1);
 
     c = connect_to(r, &cli, "127.0.0.1", port, 0);
-    run_until(r, &srv.made, 1);
-    run_until(r, &cli.made, 1);
+    tw_test_run_until(r, &srv.made, 1);
+    tw_test_run_until(r, &cli.made, 1);
     tw_transport_t *st = srv.lives[0].t, *ct = cli.lives[0].t;
     assert_ptr_equal(tw_connector_transport(c), ct);
     assert_int_equal(tw_connector_connect(c), -EBUSY);
@@ -1694,8 +1668,8 @@ static void addresses_port_nodelay_and_keepalive(void **state)
         assert_true(fcntl(fd, F_GETFL) & O_NONBLOCK);
     }
     tw_transport_lose_connection(ct);
-    run_until(r, &cli.conn_lost, 1);
-    run_until(r, &srv.destroyed, 1);
+    tw_test_run_until(r, &cli.conn_lost, 1);
+    tw_test_run_until(r, &srv.destroyed, 1);
     tf_check_all(&srv);
     tf_check_all(&cli);
     assert_true(srv.lives[0].lost_clean);
@@ -1713,7 +1687,7 @@ static void addresses_port_nodelay_and_keepalive(void **state)
 static void factory_start_and_stop_once_for_first_and_last_user(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tfactory_t f;
     tf_init(&f, 4); /* builds the protocols of both sides */
     tw_listener_t *l1 = listen_on(r, &f, "127.0.0.1", 0);
@@ -1722,7 +1696,7 @@ static void factory_start_and_stop_once_for_first_and_last_user(void **state)
     tw_connector_t *c1 = connect_to(r, &f, "127.0.0.1", tw_listener_port(l1), 0);
     tw_connector_t *c2 = connect_to(r, &f, "127.0.0.1", tw_listener_port(l2), 0);
     assert_int_equal(f.starts, 1);
-    run_until(r, &f.made, 4);
+    tw_test_run_until(r, &f.made, 4);
     tw_listener_close(l1);
     tw_listener_close(l2);
     tw_listener_close(NULL);
@@ -1733,11 +1707,11 @@ static void factory_start_and_stop_once_for_first_and_last_user(void **state)
     assert_non_null(t1);
     tw_connector_free(c1);
     assert_int_equal(f.stops, 0);
-    run_until(r, &f.destroyed, 2); /* c1's two ends */
+    tw_test_run_until(r, &f.destroyed, 2); /* c1's two ends */
     assert_int_equal(f.conn_lost, 0);
     tw_transport_lose_connection(tw_connector_transport(c2));
-    run_until(r, &f.destroyed, 4);
-    run_until(r, &f.conn_lost, 1);
+    tw_test_run_until(r, &f.destroyed, 4);
+    tw_test_run_until(r, &f.conn_lost, 1);
     assert_int_equal(f.stops, 0);
     tw_connector_free(c2);
     tw_connector_free(NULL);
@@ -1761,7 +1735,7 @@ static void factory_start_and_stop_once_for_first_and_last_user(void **state)
 static void build_protocol_returning_null_refuses_the_connection(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tfactory_t srv, ok, cli, picky;
     tf_init(&srv, 1);
     tf_init(&ok, 1);
@@ -1782,7 +1756,7 @@ static void build_protocol_returning_null_refuses_the_connection(void **state)
 
     /* A twine client sees EOF and a clean close. */
     tw_connector_t *c = connect_to(r, &cli, "127.0.0.1", port, 0);
-    run_until(r, &cli.conn_lost, 1);
+    tw_test_run_until(r, &cli.conn_lost, 1);
     tf_check_all(&cli);
     assert_true(cli.lives[0].lost_clean);
     assert_int_equal(srv.builds, 2);
@@ -1792,12 +1766,12 @@ static void build_protocol_returning_null_refuses_the_connection(void **state)
      * server side sees the connection end. */
     tw_listener_t *l2 = listen_on(r, &ok, "127.0.0.1", 0);
     c = connect_to(r, &picky, "127.0.0.1", tw_listener_port(l2), 0);
-    run_until(r, &picky.failed, 1);
+    tw_test_run_until(r, &picky.failed, 1);
     assert_int_equal(picky.fail_code, -ECONNREFUSED);
     assert_string_equal(picky.fail_domain, "tcp");
     assert_int_equal(picky.builds, 1);
     assert_int_equal(picky.made, 0);
-    run_until(r, &ok.destroyed, 1);
+    tw_test_run_until(r, &ok.destroyed, 1);
     tf_check_all(&ok);
     tf_check_all(&picky);
     tw_connector_free(c);
@@ -1846,7 +1820,7 @@ static void assert_nothing_delivered(tw_reactor_t *r, const life_t *sl, int peer
 static void paused_transport_delivers_no_data_until_resumed(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tfactory_t srv;
     tf_init(&srv, 1);
     pause_ctx_t c = { false };
@@ -1855,26 +1829,26 @@ static void paused_transport_delivers_no_data_until_resumed(void **state)
     srv.user = &c;
     tw_listener_t *l = listen_on(r, &srv, "127.0.0.1", 0);
     int peer = raw_connect(AF_INET, tw_listener_port(l), 0);
-    run_until(r, &srv.made, 1);
+    tw_test_run_until(r, &srv.made, 1);
     life_t *sl = &srv.lives[0];
     assert_nothing_delivered(r, sl, peer, "abc");
     tw_transport_resume_reading(sl->t);
-    run_until(r, &sl->data, 1);
+    tw_test_run_until(r, &sl->data, 1);
     assert_int_equal(sl->bytes, 3);
 
     /* Paused from inside data_received. */
     c.pause_in_data = true;
     assert_int_equal(write(peer, "def", 3), 3);
-    run_until(r, &sl->data, 2);
+    tw_test_run_until(r, &sl->data, 2);
     assert_nothing_delivered(r, sl, peer, "ghi");
     c.pause_in_data = false;
     tw_transport_resume_reading(sl->t);
     tw_transport_resume_reading(sl->t);
-    run_until(r, &sl->data, 3);
+    tw_test_run_until(r, &sl->data, 3);
     assert_int_equal(sl->bytes, 9);
-    assert_true(sl->hash == fnv(FNV_INIT, "abcdefghi", 9));
+    assert_true(sl->hash == tw_test_fnv(TW_TEST_FNV_INIT, "abcdefghi", 9));
     close(peer);
-    run_until(r, &srv.destroyed, 1);
+    tw_test_run_until(r, &srv.destroyed, 1);
     tf_check_all(&srv);
     assert_true(sl->lost_clean);
     tw_listener_close(l);
@@ -1914,7 +1888,7 @@ static void free_on_conn_lost(tfactory_t *tf, tw_connector_t *c, const tw_failur
 static void one_connection(void (*setup)(tfactory_t *cli), int want_conn_lost,
                            bool want_clean, bool freed_inside)
 {
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tfactory_t srv, cli;
     tf_init(&srv, 1);
     tf_init(&cli, 1);
@@ -1923,8 +1897,8 @@ static void one_connection(void (*setup)(tfactory_t *cli), int want_conn_lost,
     setup(&cli);
     tw_listener_t *l = listen_on(r, &srv, "127.0.0.1", 0);
     c = connect_to(r, &cli, "127.0.0.1", tw_listener_port(l), 0);
-    run_until(r, &cli.destroyed, 1);
-    run_until(r, &srv.destroyed, 1);
+    tw_test_run_until(r, &cli.destroyed, 1);
+    tw_test_run_until(r, &srv.destroyed, 1);
     for (int i = 0; i < 3; i++)
         tw_reactor_iterate(r, 0);
     tf_check_all(&srv);
@@ -1994,7 +1968,7 @@ static void connector_freed_inside_factory_connection_lost(void **state)
 static void connector_freed_while_connecting_makes_no_callback(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     int holder;
     int port = closed_port(&holder);
     tfactory_t cli;
@@ -2030,7 +2004,7 @@ static void close_listener_in_made(tproto_t *p, tw_transport_t *t)
 static void listener_closed_inside_an_accepted_connection_made(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tfactory_t srv;
     tf_init(&srv, 4);
     close_ctx_t cc = { NULL, 0 };
@@ -2043,7 +2017,7 @@ static void listener_closed_inside_an_accepted_connection_made(void **state)
     int peers[3];
     for (int i = 0; i < 3; i++)
         peers[i] = raw_connect(AF_INET, port, 0);
-    run_until(r, &cc.closes, 1);
+    tw_test_run_until(r, &cc.closes, 1);
     assert_int_equal(srv.stops, 1);
     assert_int_equal(srv.made, 1);
     /* The accepted connection lives on. */
@@ -2051,7 +2025,7 @@ static void listener_closed_inside_an_accepted_connection_made(void **state)
     int made = srv.made;
     for (int i = 0; i < 3; i++)
         close(peers[i]);
-    run_until(r, &srv.destroyed, made);
+    tw_test_run_until(r, &srv.destroyed, made);
     tf_check_all(&srv);
     tf_fini(&srv);
     tw_reactor_free(r);

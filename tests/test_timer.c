@@ -23,14 +23,6 @@ static uint64_t rng_next(void)
     return rng_state = x;
 }
 
-static tw_reactor_t *new_reactor(void)
-{
-    tw_reactor_t *r = NULL;
-    assert_int_equal(tw_reactor_new(&r), 0);
-    assert_non_null(r);
-    return r;
-}
-
 /* ---- probes: embedded timers that record when and in what order they fire */
 
 typedef struct recorder {
@@ -108,7 +100,7 @@ static void random_delays_fire_in_deadline_order(void **state)
 {
     (void)state;
     enum { N = 500 };
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     recorder_t rec;
     probe_t *p = probes_new(r, N, &rec);
     for (int i = 0; i < N; i++) {
@@ -132,7 +124,7 @@ static void equal_deadlines_fire_in_scheduling_order(void **state)
 {
     (void)state;
     enum { N = 1000 };
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     recorder_t rec;
     probe_t *p = probes_new(r, N, &rec);
     int *rank = malloc(N * sizeof *rank);
@@ -174,7 +166,7 @@ static void hundred_thousand_timers_fire_once_in_order(void **state)
 {
     (void)state;
     enum { N = 100000 };
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     recorder_t rec;
     probe_t *p = probes_new(r, N, &rec);
     tw_time_t base = tw_reactor_now(r);
@@ -203,7 +195,7 @@ static void hundred_thousand_timers_fire_once_in_order(void **state)
 static void past_deadline_fires_on_next_iteration(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     recorder_t rec;
     probe_t *p = probes_new(r, 2, &rec);
     assert_int_equal(tw_timer_start_at(&p[0].t, 0), 0);
@@ -241,7 +233,7 @@ static void cancel_victim_cb(tw_timer_t *t, void *arg)
 static void callback_cancels_a_timer_due_in_the_same_batch(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     recorder_t rec;
     meddler_t m = { .victims = probes_new(r, 1, &rec) };
     tw_timer_init(&m.self, r, cancel_victim_cb, &m);
@@ -278,7 +270,7 @@ static void reset_delay_cancel_others_cb(tw_timer_t *t, void *arg)
 static void callback_resets_delays_and_cancels_other_timers(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     recorder_t rec;
     meddler_t m = { .victims = probes_new(r, 3, &rec) };
     tw_timer_init(&m.self, r, reset_delay_cancel_others_cb, &m);
@@ -340,7 +332,7 @@ static void selfie_cb(tw_timer_t *t, void *arg)
 static void timer_is_inactive_in_own_callback_and_active_after_restart(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     selfie_t s = { .r = r, .restarts = 1 };
     tw_timer_init(&s.t, r, selfie_cb, &s);
     assert_false(tw_timer_active(&s.t));
@@ -367,7 +359,7 @@ static void timer_is_inactive_in_own_callback_and_active_after_restart(void **st
 static void timer_restarted_and_cancelled_in_own_callback_stays_cancelled(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     selfie_t s = { .r = r, .restarts = 1, .cancel_after = 1 };
     tw_timer_init(&s.t, r, selfie_cb, &s);
     assert_int_equal(tw_timer_start(&s.t, 0), 0);
@@ -404,7 +396,7 @@ static void reader_count_cb(tw_reactor_t *r, int fd, void *arg)
 static void zero_delay_self_restart_runs_once_per_iteration(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     spinner_t s = { 0 };
     int reads = 0, p[2];
     tw_test_pipe(p);
@@ -432,7 +424,7 @@ static void zero_delay_self_restart_runs_once_per_iteration(void **state)
 static void reset_and_delay_move_an_active_timer(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     recorder_t rec;
     probe_t *p = probes_new(r, 1, &rec);
     assert_int_equal(tw_timer_start(&p->t, TW_SEC(3600)), 0);
@@ -456,7 +448,7 @@ static void reset_and_delay_move_an_active_timer(void **state)
 static void reset_and_delay_fail_after_firing_or_cancel(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     recorder_t rec;
     probe_t *p = probes_new(r, 2, &rec);
     assert_int_equal(tw_timer_reset(&p[0].t, 0), TW_ENOTACTIVE); /* never started */
@@ -514,7 +506,7 @@ static void owned_cb(tw_timer_t *t, void *arg)
 static void call_later_and_call_at_run_once(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     owned_ctx_t a = { .r = r }, b = { .r = r };
     tw_timer_t *ta = tw_reactor_call_later(r, TW_MSEC(1), owned_cb, &a);
     tw_timer_t *tb = tw_reactor_call_at(r, tw_reactor_now(r) + TW_MSEC(2), owned_cb, &b);
@@ -540,7 +532,7 @@ static void cancelled_call_later_never_runs_and_is_freed(void **state)
 {
     (void)state;
     enum { N = 3000 }; /* more than the reactor caches: some are really freed */
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     owned_ctx_t c = { .r = r };
     tw_timer_t **t = malloc(N * sizeof *t);
     assert_non_null(t);
@@ -572,7 +564,7 @@ static void cancelled_call_later_never_runs_and_is_freed(void **state)
 static void owned_timer_restarted_in_callback_fires_again(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     owned_ctx_t c = { .r = r, .restarts = 2 };
     tw_timer_t *t = tw_reactor_call_later(r, 0, owned_cb, &c);
     assert_non_null(t);
@@ -590,7 +582,7 @@ static void owned_timer_restarted_in_callback_fires_again(void **state)
 static void owned_timer_cancelled_in_own_callback_after_restart(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     owned_ctx_t c = { .r = r, .restarts = 1, .cancel_after_restart = 1 };
     assert_non_null(tw_reactor_call_later(r, 0, owned_cb, &c));
     assert_int_equal(tw_reactor_iterate(r, 0), 1);
@@ -613,7 +605,7 @@ static void owned_timer_cancelled_in_own_callback_after_restart(void **state)
 static void huge_delays_saturate_and_stay_pending(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     recorder_t rec;
     probe_t *p = probes_new(r, 4, &rec);
     owned_ctx_t c = { .r = r };
@@ -663,7 +655,7 @@ static void huge_delays_saturate_and_stay_pending(void **state)
 static void delaying_a_timer_due_long_ago_does_not_overflow(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     recorder_t rec;
     probe_t *p = probes_new(r, 2, &rec);
     assert_int_equal(tw_timer_start_at(&p[0].t, INT64_MIN), 0);
@@ -709,7 +701,7 @@ static void seconds_conversion_clamps_and_rounds(void **state)
 static void timer_count_tracks_active_timers(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     recorder_t rec;
     probe_t *p = probes_new(r, 3, &rec);
     owned_ctx_t c = { .r = r };
@@ -739,7 +731,7 @@ static void timer_count_tracks_active_timers(void **state)
 static void freeing_reactor_drops_pending_timers_without_leaks(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     recorder_t rec;
     probe_t *p = probes_new(r, 3, &rec);
     owned_ctx_t c = { .r = r };

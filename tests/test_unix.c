@@ -16,32 +16,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-static tw_reactor_t *new_reactor(void)
-{
-    tw_reactor_t *r = NULL;
-    assert_int_equal(tw_reactor_new(&r), 0);
-    assert_non_null(r);
-    return r;
-}
-
-static void run_until(tw_reactor_t *r, const int *counter, int want)
-{
-    if (!tw_test_iterate_until(r, counter, want, 1000000))
-        fail_msg("gave up waiting: counter is %d, want %d", *counter, want);
-}
-
-#define FNV_INIT 0xcbf29ce484222325ull
-
-static uint64_t fnv(uint64_t h, const void *data, size_t len)
-{
-    const unsigned char *p = data;
-    for (size_t i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 /* ---- a protocol that records its life ------------------------------------ */
 
 typedef struct life {
@@ -111,7 +85,7 @@ static void tp_data(tw_protocol_t *bp, const void *d, size_t n)
     l->data++;
     l->last_data_at = ++p->tf->seq;
     l->bytes += n;
-    l->hash = fnv(l->hash, d, n);
+    l->hash = tw_test_fnv(l->hash, d, n);
     if (p->tf->echo && tw_transport_write(bp->transport, d, n) != 0)
         l->write_errors++;
 }
@@ -185,7 +159,7 @@ static tw_protocol_t *tf_build(tw_factory_t *f, const struct sockaddr *addr, soc
     p->base.ops = tf->eof_handler ? &tp_ops_eof : &tp_ops;
     p->tf = tf;
     p->life = &tf->lives[tf->nlives++];
-    p->life->hash = FNV_INIT;
+    p->life->hash = TW_TEST_FNV_INIT;
     return &p->base;
 }
 
@@ -353,8 +327,8 @@ static void echo_through(tw_reactor_t *r, tfactory_t *srv, const char *path)
     int destroyed = srv->destroyed;
     tw_connector_t *c = connect_at(r, &cli, path);
     assert_int_equal(cli.failed, 0);
-    run_until(r, &cli.conn_lost, 1);
-    run_until(r, &srv->destroyed, destroyed + 1);
+    tw_test_run_until(r, &cli.conn_lost, 1);
+    tw_test_run_until(r, &srv->destroyed, destroyed + 1);
     tf_check_all(&cli);
     const life_t *cl = &cli.lives[0], *sl = &srv->lives[srv->nlives - 1];
     assert_int_equal(e.rc_write, 0);
@@ -365,7 +339,7 @@ static void echo_through(tw_reactor_t *r, tfactory_t *srv, const char *path)
     assert_int_equal(e.srv_keepalive, -ENOTSUP);
     assert_int_equal(e.peer_family, AF_UNIX);
     assert_int_equal(e.host_family, AF_UNIX);
-    uint64_t h = fnv(FNV_INIT, e.msg, ECHO_BYTES);
+    uint64_t h = tw_test_fnv(TW_TEST_FNV_INIT, e.msg, ECHO_BYTES);
     assert_int_equal(sl->bytes, ECHO_BYTES);
     assert_true(sl->hash == h);
     assert_int_equal(sl->write_errors, 0);
@@ -383,7 +357,7 @@ static void echo_through(tw_reactor_t *r, tfactory_t *srv, const char *path)
 static void echo_with_mode_0600_and_close_removes_the_file(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tmpdir_t d;
     tmpdir_make(&d);
     tfactory_t srv;
@@ -428,7 +402,7 @@ static int raw_unix_socket(const char *path, bool do_listen)
 static void stale_socket_file_is_removed_and_listening_succeeds(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tmpdir_t d;
     tmpdir_make(&d);
     /* Left behind by a process that died: bound only, then listening. */
@@ -452,7 +426,7 @@ static void stale_socket_file_is_removed_and_listening_succeeds(void **state)
 static void live_socket_at_the_path_gives_eaddrinuse(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tmpdir_t d;
     tmpdir_make(&d);
     tfactory_t srv;
@@ -487,7 +461,7 @@ static void live_socket_at_the_path_gives_eaddrinuse(void **state)
 static void other_file_at_the_path_gives_eexist(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tmpdir_t d;
     tmpdir_make(&d);
     int fd = open(d.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -526,7 +500,7 @@ static void abstract_namespace_name_works(void **state)
 {
     (void)state;
 #ifdef __linux__
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     char name[64];
     snprintf(name, sizeof name, "@twine-test-%ld", (long)getpid());
     tfactory_t srv;
@@ -554,7 +528,7 @@ static void abstract_namespace_name_works(void **state)
     tfactory_t cli;
     tf_init(&cli);
     tw_connector_t *c = connect_at(r, &cli, name);
-    run_until(r, &cli.failed, 1);
+    tw_test_run_until(r, &cli.failed, 1);
     assert_int_equal(cli.fail_code, -ECONNREFUSED);
     tw_connector_free(c);
     tw_reactor_free(r);
@@ -567,7 +541,7 @@ static void abstract_namespace_name_works(void **state)
 static void connect_to_a_missing_path_fails_with_enoent_later(void **state)
 {
     (void)state;
-    tw_reactor_t *r = new_reactor();
+    tw_reactor_t *r = tw_test_reactor_new();
     tmpdir_t d;
     tmpdir_make(&d);
     tfactory_t cli;
@@ -575,7 +549,7 @@ static void connect_to_a_missing_path_fails_with_enoent_later(void **state)
     tw_connector_t *c = connect_at(r, &cli, d.path);
     assert_int_equal(cli.failed, 0); /* not inside tw_unix_connect */
     assert_int_equal(cli.starts, 1);
-    run_until(r, &cli.failed, 1);
+    tw_test_run_until(r, &cli.failed, 1);
     assert_int_equal(cli.inside_call, 0);
     assert_non_null(cli.fail_domain);
     assert_string_equal(cli.fail_domain, "unix");

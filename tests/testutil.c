@@ -53,3 +53,27 @@ void tw_test_poke(int fd)
     char c = 'x';
     assert_int_equal(write(fd, &c, 1), 1);
 }
+
+tw_reactor_t *tw_test_reactor_new(void)
+{
+    tw_reactor_t *r = NULL;
+    assert_int_equal(tw_reactor_new(&r), 0);
+    assert_non_null(r);
+    return r;
+}
+
+void tw_test_run_until(tw_reactor_t *r, const int *counter, int want)
+{
+    if (!tw_test_iterate_until(r, counter, want, 1000000))
+        fail_msg("gave up waiting: counter is %d, want %d", *counter, want);
+}
+
+uint64_t tw_test_fnv(uint64_t h, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}

@@ -30,6 +30,17 @@ void tw_test_socketpair(int fds[2]);
  * *counter reached want. */
 bool tw_test_iterate_until(tw_reactor_t *r, const int *counter, int want, int max_iters);
 
+/* A new reactor; fails the test if it cannot be made. */
+tw_reactor_t *tw_test_reactor_new(void);
+
+/* tw_test_iterate_until, failing the test (with the counter's value) when
+ * the count is not reached. */
+void tw_test_run_until(tw_reactor_t *r, const int *counter, int want);
+
+/* FNV-1a, 64 bits: a running hash for checking large transfers. */
+#define TW_TEST_FNV_INIT 0xcbf29ce484222325ull
+uint64_t tw_test_fnv(uint64_t h, const void *data, size_t len);
+
 /* Write one byte to fd (a pipe or socket); asserts that it was written. */
 void tw_test_poke(int fd);
 
