@@ -32,6 +32,10 @@
 #define S_SHUT_DONE   0x100u
 #define S_CLOSING     0x200u /* finishing: nothing more happens */
 #define S_MADE        0x400u /* connection_made was delivered */
+#define S_PIPE        0x800u  /* read(2)/write(2): a pipe, a pty master, a file */
+#define S_WRONLY      0x1000u /* the write end of a pipe: readable means the reader left */
+#define S_FILE        0x2000u /* a regular file: always ready, read from soon calls */
+#define S_FILE_SOON   0x4000u /* a soon call to read the file is pending */
 
 #define CHUNK_MIN   16384
 #define IOV_BATCH   64
@@ -45,6 +49,7 @@ struct tw__chunk {
 static const tw_transport_ops_t stream_ops;
 
 static void stream_read_cb(tw_reactor_t *r, int fd, void *arg);
+static void stream_file_cb(tw_reactor_t *r, void *arg);
 static void stream_write_cb(tw_reactor_t *r, int fd, void *arg);
 
 static inline tw__stream_t *stream_of(tw_transport_t *t)
@@ -154,7 +159,10 @@ static void stream_close(tw__stream_t *s, tw_failure_t *reason)
         return;
     }
     s->flags |= S_CLOSING;
-    s->reason = reason;
+    if (reason) { /* an I/O error replaces a reason given to lose_with */
+        tw_failure_free(s->reason);
+        s->reason = reason;
+    }
     tw_reactor_remove_all(s->base.reactor, s->fd);
     s->flags &= ~(S_READING | S_WRITING);
     if (tw_reactor_call_soon(s->base.reactor, stream_finish_cb, s) != 0) {
@@ -179,11 +187,23 @@ static tw_failure_t *stream_failure(tw__stream_t *s, int code, const char *what)
 static void stream_update_reading(tw__stream_t *s)
 {
     bool want = !(s->flags & (S_USER_PAUSED | S_CAP_PAUSED | S_EOF | S_LOSING | S_CLOSING));
+    if (s->flags & S_FILE) { /* never "not ready": read once per iteration */
+        if (want && !(s->flags & S_FILE_SOON)) {
+            if (tw_reactor_call_soon(s->base.reactor, stream_file_cb, s) != 0) {
+                stream_close(s, stream_failure(s, -ENOMEM, "cannot schedule a read"));
+                return;
+            }
+            s->flags |= S_FILE_SOON;
+        }
+        s->flags = want ? s->flags | S_READING : s->flags & ~S_READING;
+        return;
+    }
     if (want && !(s->flags & S_READING)) {
-        if (tw_reactor_add_reader(s->base.reactor, s->fd, stream_read_cb, s) == 0)
+        int rc = tw_reactor_add_reader(s->base.reactor, s->fd, stream_read_cb, s);
+        if (rc == 0)
             s->flags |= S_READING;
         else
-            stream_close(s, stream_failure(s, -ENOMEM, "cannot watch the connection"));
+            stream_close(s, stream_failure(s, rc, "cannot watch the descriptor"));
     } else if (!want && (s->flags & S_READING)) {
         tw_reactor_remove_reader(s->base.reactor, s->fd);
         s->flags &= ~S_READING;
@@ -208,6 +228,14 @@ static void stream_eof(tw__stream_t *s)
 static void stream_read_cb(tw_reactor_t *r, int fd, void *arg)
 {
     tw__stream_t *s = arg;
+    if (s->flags & S_WRONLY) {
+        /* The write end of a pipe turns "readable" only when the reader
+         * has gone (POLLERR): data still queued is lost. */
+        bool lost = s->queued > 0;
+        stream_free_queue(s);
+        stream_close(s, lost ? stream_failure(s, -EPIPE, "write") : NULL);
+        return;
+    }
     size_t size;
     char *buf = tw_reactor_read_buffer(r, &size);
     if (!buf) {
@@ -218,11 +246,22 @@ static void stream_read_cb(tw_reactor_t *r, int fd, void *arg)
     if (n > 0) {
         tw_protocol_t *p = s->base.protocol;
         p->ops->data_received(p, buf, (size_t)n);
-    } else if (n == 0) {
-        stream_eof(s);
+    } else if (n == 0 || (errno == EIO && (s->flags & S_PIPE))) {
+        stream_eof(s); /* EIO: a pty master whose slave side has closed */
     } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
         stream_close(s, stream_failure(s, -errno, "read"));
     }
+}
+
+static void stream_file_cb(tw_reactor_t *r, void *arg)
+{
+    tw__stream_t *s = arg;
+    s->flags &= ~S_FILE_SOON;
+    if (!(s->flags & S_READING) || (s->flags & S_CLOSING))
+        return;
+    stream_read_cb(r, s->fd, s);
+    if (!(s->flags & S_CLOSING))
+        stream_update_reading(s); /* the next read, if still wanted */
 }
 
 /* ---- writing ---------------------------------------------------------- */
@@ -230,6 +269,12 @@ static void stream_read_cb(tw_reactor_t *r, int fd, void *arg)
 static ssize_t stream_send(tw__stream_t *s, const struct iovec *iov, int n)
 {
     ssize_t w;
+    if (s->flags & S_PIPE) {
+        do
+            w = n == 1 ? write(s->fd, iov->iov_base, iov->iov_len) : writev(s->fd, iov, n);
+        while (w < 0 && errno == EINTR);
+        return w;
+    }
     if (n == 1) { /* the common case, without building a msghdr */
         do
             w = send(s->fd, iov->iov_base, iov->iov_len, MSG_NOSIGNAL);
@@ -444,6 +489,16 @@ static void stream_lose(tw_transport_t *t)
         stream_close(s, NULL);
 }
 
+static void stream_lose_with(tw_transport_t *t, tw_failure_t *reason)
+{
+    tw__stream_t *s = stream_of(t);
+    if ((s->flags & (S_LOSING | S_CLOSING)) || s->reason)
+        tw_failure_free(reason);
+    else
+        s->reason = reason;
+    stream_lose(t);
+}
+
 static void stream_abort(tw_transport_t *t)
 {
     tw__stream_t *s = stream_of(t);
@@ -462,6 +517,10 @@ static int stream_lose_write(tw_transport_t *t)
     tw__stream_t *s = stream_of(t);
     if (s->flags & (S_LOSING | S_CLOSING))
         return -EPIPE;
+    if (s->flags & S_PIPE) { /* no half of a pipe to shut: closing is the FIN */
+        stream_lose(t);
+        return 0;
+    }
     s->flags |= S_SHUT_WANTED;
     if (!s->qhead)
         stream_idle(s);
@@ -570,6 +629,7 @@ static const tw_transport_ops_t stream_ops = {
     .writev = stream_writev,
     .lose_connection = stream_lose,
     .abort_connection = stream_abort,
+    .lose_connection_with = stream_lose_with,
     .lose_write_connection = stream_lose_write,
     .pause_reading = stream_pause,
     .resume_reading = stream_resume,
@@ -609,7 +669,7 @@ const tw_producer_ops_t tw__transport_producer_ops = {
 /* ---- opening ---------------------------------------------------------- */
 
 tw__stream_t *tw__stream_open(tw_reactor_t *r, int fd, tw_protocol_t *p, tw_factory_t *f,
-                              const char *domain, bool tcp)
+                              const char *domain, unsigned kind)
 {
     tw__stream_t *s = calloc(1, sizeof *s);
     if (!s) {
@@ -628,7 +688,13 @@ tw__stream_t *tw__stream_open(tw_reactor_t *r, int fd, tw_protocol_t *p, tw_fact
     s->high = 65536;
     s->cap = 4u << 20;
     s->policy = TW_CAP_PAUSE;
-    if (tcp) {
+    if (kind & TW__STREAM_PIPE)
+        s->flags |= S_PIPE;
+    if (kind & TW__STREAM_WRONLY)
+        s->flags |= S_PIPE | S_WRONLY;
+    if (kind & TW__STREAM_FILE)
+        s->flags |= S_PIPE | S_FILE;
+    if (kind & TW__STREAM_TCP) {
         s->flags |= S_TCP;
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

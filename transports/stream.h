@@ -27,11 +27,22 @@ typedef struct tw__stream {
     tw_connector_t *connector; /* the connector that made it, told when it ends */
 } tw__stream_t;
 
-/* Make a stream on connected socket `fd` (taken: closed on failure too) for
- * protocol p, and deliver connection_made.  Returns the stream or NULL (p is
- * then destroyed).  `domain` is a static string. */
+/* What the descriptor of a stream is (tw__stream_open's `kind`). */
+#define TW__STREAM_SOCKET 0u /* a connected stream socket (UNIX) */
+#define TW__STREAM_TCP    1u /* a TCP socket: TCP_NODELAY, abort sends a reset */
+#define TW__STREAM_PIPE   2u /* read(2)/write(2): a pipe's read end, a pty master
+                              * (EIO when the slave closes is the end of input);
+                              * lose_write_connection closes it */
+#define TW__STREAM_WRONLY 4u /* a pipe's write end: nothing is read; the reader
+                              * closing it ends the stream (EPIPE if data was lost) */
+#define TW__STREAM_FILE   8u /* a regular file: read once per iteration from soon
+                              * calls (pollers refuse or always report files) */
+
+/* Make a stream on connected descriptor `fd` (taken: closed on failure too)
+ * for protocol p, and deliver connection_made.  Returns the stream or NULL
+ * (p is then destroyed).  `domain` is a static string. */
 tw__stream_t *tw__stream_open(tw_reactor_t *r, int fd, tw_protocol_t *p, tw_factory_t *f,
-                              const char *domain, bool tcp);
+                              const char *domain, unsigned kind);
 
 /* Abort the stream without telling its connector (tw_connector_free). */
 void tw__stream_detach_connector(tw__stream_t *s);

@@ -62,6 +62,13 @@ static void string_close(tw_string_transport_t *t, tw_failure_t *reason, int cod
         return;
     }
     t->closing = true;
+    if (!reason && t->pending_reason) { /* a clean close after lose_with */
+        reason = t->pending_reason;
+        code = reason->code;
+    } else {
+        tw_failure_free(t->pending_reason);
+    }
+    t->pending_reason = NULL;
     t->close_code = code;
     t->reason = reason;
     if (!t->activity_cb && t->base.reactor)
@@ -220,6 +227,16 @@ static void string_lose(tw_transport_t *bt)
     string_notify(t);
 }
 
+static void string_lose_with(tw_transport_t *bt, tw_failure_t *reason)
+{
+    tw_string_transport_t *t = string_of(bt);
+    if (t->disconnecting || t->closing || t->pending_reason)
+        tw_failure_free(reason);
+    else
+        t->pending_reason = reason;
+    string_lose(bt);
+}
+
 static void string_abort(tw_transport_t *bt)
 {
     tw_string_transport_t *t = string_of(bt);
@@ -354,6 +371,7 @@ static const tw_transport_ops_t string_ops = {
     .writev = string_writev,
     .lose_connection = string_lose,
     .abort_connection = string_abort,
+    .lose_connection_with = string_lose_with,
     .lose_write_connection = string_lose_write,
     .pause_reading = string_pause,
     .resume_reading = string_resume,

@@ -216,7 +216,8 @@ static void listener_accept_cb(tw_reactor_t *r, int fd, void *arg)
             close(c);
             continue;
         }
-        tw__stream_open(r, c, p, l->f, l->tcp ? "tcp" : "unix", l->tcp);
+        tw__stream_open(r, c, p, l->f, l->tcp ? "tcp" : "unix",
+                        l->tcp ? TW__STREAM_TCP : TW__STREAM_SOCKET);
     }
     l->accepting = false;
     if (l->closed) /* tw_listener_close was called from build_protocol or connection_made */
@@ -424,7 +425,8 @@ static void connector_made(tw_connector_t *c)
     c->fd = -1;
     c->state = C_CONNECTED;
     c->opening = true; /* connection_made may free c */
-    tw__stream_t *s = tw__stream_open(c->r, fd, p, c->f, c->tcp ? "tcp" : "unix", c->tcp);
+    tw__stream_t *s = tw__stream_open(c->r, fd, p, c->f, c->tcp ? "tcp" : "unix",
+                                      c->tcp ? TW__STREAM_TCP : TW__STREAM_SOCKET);
     c->opening = false;
     if (c->freed) { /* tw_connector_free from connection_made: abort what it made */
         if (s)

@@ -93,6 +93,7 @@ struct tw_string_transport {
     bool peer_reading;
     int depth;            /* test-driven calls into the protocol on the stack */
     tw_failure_t *reason; /* why it is closing, until settled */
+    tw_failure_t *pending_reason; /* given to lose_connection_with, until closing */
     tw_timer_t timer;     /* reactor mode: settles at a safe point */
     tw_factory_t *factory;
     struct sockaddr_storage peer, host;

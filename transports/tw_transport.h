@@ -164,6 +164,8 @@ typedef struct tw_transport_ops {
     int (*set_nodelay)(tw_transport_t *t, bool on);
     int (*set_keepalive)(tw_transport_t *t, bool on);
     int (*fileno)(const tw_transport_t *t);
+    /* Optional: lose_connection, with `reason` (taken) for connection_lost. */
+    void (*lose_connection_with)(tw_transport_t *t, tw_failure_t *reason);
 } tw_transport_ops_t;
 
 /* The base every transport embeds first.  Read-only for users. */
@@ -204,6 +206,21 @@ static inline int tw_transport_writev(tw_transport_t *t, const struct iovec *iov
 static inline void tw_transport_lose_connection(tw_transport_t *t)
 {
     t->ops->lose_connection(t);
+}
+
+/* Close after everything queued has been sent, as lose_connection, and give
+ * connection_lost `reason` (taken; NULL is a clean close) instead of NULL:
+ * how a protocol closes a connection whose peer broke the rules (a line too
+ * long, a malformed frame), so the reason is logged where connections end.
+ * The first reason given wins; an I/O error while flushing replaces it. */
+static inline void tw_transport_lose_connection_with(tw_transport_t *t, tw_failure_t *reason)
+{
+    if (t->ops->lose_connection_with) {
+        t->ops->lose_connection_with(t, reason);
+    } else {
+        tw_failure_free(reason);
+        t->ops->lose_connection(t);
+    }
 }
 
 /* Close now, dropping what is queued; TCP peers see a reset (Twisted's
