@@ -17,6 +17,8 @@ const char *tw_strerror(int code)
                                "the select backend cannot watch it (link another backend)";
     case TW_ENOTACTIVE: return "the delayed call already ran or was cancelled";
     case TW_ENOSIGSLOT: return "too many reactors are watching signals";
+    case TW_EPROCEXIT: return "the process exited with a non-zero code";
+    case TW_EPROCSIGNAL: return "the process was killed by a signal";
     default: break;
     }
     if (code > 0)

@@ -132,6 +132,13 @@ struct tw_reactor {
     int sig_slot; /* index in the process-wide table, or -1 */
     tw__sighandler_t sig[TW__NSIG];
     int run_signals; /* signals installed by TW_RUN_SIGNALS: bitmask SIGINT/SIGTERM */
+
+    /* modules that keep per-reactor state; each sets its own finaliser, so
+     * a program that does not use one does not link it */
+    struct tw_threadpool *pool;           /* the default thread pool, or NULL */
+    void (*pool_free)(tw_reactor_t *r);   /* threadpool.c: stop and join it */
+    void *procs;                          /* process.c's state, or NULL */
+    void (*procs_free)(tw_reactor_t *r);  /* process.c: forget the children */
 };
 
 /* timer.c */

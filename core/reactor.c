@@ -63,6 +63,10 @@ void tw_reactor_free(tw_reactor_t *r)
 {
     if (!r)
         return;
+    if (r->pool_free)
+        r->pool_free(r);
+    if (r->procs_free)
+        r->procs_free(r);
     tw__signals_release(r);
     if (r->wake_rfd >= 0)
         tw_reactor_remove_all(r, r->wake_rfd);

@@ -25,6 +25,8 @@
 #define TW_EFDSETSIZE     (-20003) /* fd >= FD_SETSIZE: the select backend cannot watch it */
 #define TW_ENOTACTIVE     (-20004) /* the delayed call already ran or was cancelled */
 #define TW_ENOSIGSLOT     (-20006) /* too many reactors watching signals at once */
+#define TW_EPROCEXIT      (-20007) /* a child process exited with a non-zero code */
+#define TW_EPROCSIGNAL    (-20008) /* a child process was killed by a signal */
 
 /* Ranges reserved for the libraries later modules wrap. */
 #define TW_EARES_BASE     (-21000) /* c-ares: TW_EARES_BASE - ares status */

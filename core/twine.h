@@ -17,6 +17,7 @@
 #include "tw_reactor.h"
 #include "tw_deferred.h"
 #include "tw_task.h"
+#include "tw_thread.h"
 #include "tw_testing.h"
 #include "tw_transport.h"
 #include "tw_tcp.h"
@@ -25,5 +26,6 @@
 #include "tw_wire.h"
 #include "tw_factory.h"
 #include "tw_endpoint.h"
+#include "tw_process.h"
 
 #endif

@@ -36,6 +36,7 @@
 #define S_WRONLY      0x1000u /* the write end of a pipe: readable means the reader left */
 #define S_FILE        0x2000u /* a regular file: always ready, read from soon calls */
 #define S_FILE_SOON   0x4000u /* a soon call to read the file is pending */
+#define S_NOREAD      0x8000u /* write-only, and nothing to watch for reading */
 
 #define CHUNK_MIN   16384
 #define IOV_BATCH   64
@@ -186,6 +187,8 @@ static tw_failure_t *stream_failure(tw__stream_t *s, int code, const char *what)
 /* Register or drop the reader to match the flags. */
 static void stream_update_reading(tw__stream_t *s)
 {
+    if (s->flags & S_NOREAD)
+        return;
     bool want = !(s->flags & (S_USER_PAUSED | S_CAP_PAUSED | S_EOF | S_LOSING | S_CLOSING));
     if (s->flags & S_FILE) { /* never "not ready": read once per iteration */
         if (want && !(s->flags & S_FILE_SOON)) {
@@ -694,6 +697,8 @@ tw__stream_t *tw__stream_open(tw_reactor_t *r, int fd, tw_protocol_t *p, tw_fact
         s->flags |= S_PIPE | S_WRONLY;
     if (kind & TW__STREAM_FILE)
         s->flags |= S_PIPE | S_FILE;
+    if (kind & TW__STREAM_NOREAD)
+        s->flags |= S_NOREAD;
     if (kind & TW__STREAM_TCP) {
         s->flags |= S_TCP;
         int one = 1;

@@ -37,6 +37,8 @@ typedef struct tw__stream {
                               * closing it ends the stream (EPIPE if data was lost) */
 #define TW__STREAM_FILE   8u /* a regular file: read once per iteration from soon
                               * calls (pollers refuse or always report files) */
+#define TW__STREAM_NOREAD 16u /* never read nor watched for reading (a terminal or
+                              * file written only); with PIPE for write(2) */
 
 /* Make a stream on connected descriptor `fd` (taken: closed on failure too)
  * for protocol p, and deliver connection_made.  Returns the stream or NULL
