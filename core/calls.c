@@ -139,9 +139,15 @@ int tw__thread_calls_run(tw_reactor_t *r)
     for (int i = 0; i < TW__XQ_SHARDS; i++)
         if (run[i].n)
             busy = i, nbusy++;
+    /* Each call's cb is cleared as it is taken, so that
+     * tw__thread_calls_forget (run from a call) skips the ones already run. */
     if (nbusy == 1) { /* one shard: already in order */
-        for (size_t k = 0; k < total; k++)
-            run[busy].v[k].cb(r, run[busy].v[k].arg);
+        tw__call_t *v = run[busy].v;
+        for (size_t k = 0; k < total; k++) {
+            tw__call_t c = v[k];
+            v[k].cb = NULL;
+            c.cb(r, c.arg);
+        }
     } else {
         for (size_t done = 0; done < total; done++) {
             int best = -1;
@@ -149,13 +155,43 @@ int tw__thread_calls_run(tw_reactor_t *r)
                 if (at[i] < run[i].n &&
                     (best < 0 || run[i].v[at[i]].seq < run[best].v[at[best]].seq))
                     best = i;
-            tw__call_t c = run[best].v[at[best]++];
+            tw__call_t c = run[best].v[at[best]];
+            run[best].v[at[best]++].cb = NULL;
             c.cb(r, c.arg);
         }
     }
     for (int i = 0; i < TW__XQ_SHARDS; i++)
         run[i].n = 0;
     return (int)total;
+}
+
+static void calls_forgotten(tw_reactor_t *r, void *arg)
+{
+    (void)r;
+    (void)arg;
+}
+
+void tw__thread_calls_forget(tw_reactor_t *r, bool (*match)(tw_call_cb cb, void *arg, void *ctx),
+                             void *ctx)
+{
+    for (int i = 0; i < TW__XQ_SHARDS; i++) {
+        /* Calls of the batch being run (this may be one of them) that have
+         * not run yet: cb is cleared as each is taken. */
+        tw__callq_t *q = &r->tq_run[i];
+        for (size_t k = 0; k < q->n; k++) {
+            tw__call_t *c = &q->v[k];
+            if (c->cb && c->cb != calls_forgotten && match(c->cb, c->arg, ctx))
+                c->cb = calls_forgotten;
+        }
+        tw__xq_t *x = &r->xq[i];
+        pthread_mutex_lock(&x->lock);
+        for (size_t k = 0; k < x->q.n; k++) {
+            tw__call_t *c = &x->q.v[k];
+            if (c->cb != calls_forgotten && match(c->cb, c->arg, ctx))
+                c->cb = calls_forgotten;
+        }
+        pthread_mutex_unlock(&x->lock);
+    }
 }
 
 /* ---- the waker -------------------------------------------------------- */

@@ -132,6 +132,7 @@ struct tw_reactor {
     int sig_slot; /* index in the process-wide table, or -1 */
     tw__sighandler_t sig[TW__NSIG];
     int run_signals; /* signals installed by TW_RUN_SIGNALS: bitmask SIGINT/SIGTERM */
+    void (*chld_hook)(tw_reactor_t *r); /* process.c's reaper, run on SIGCHLD */
 
     /* modules that keep per-reactor state; each sets its own finaliser, so
      * a program that does not use one does not link it */
@@ -154,15 +155,33 @@ void tw__callq_free(tw__callq_t *q);
 void tw__thread_calls_init(tw_reactor_t *r);
 void tw__thread_calls_fini(tw_reactor_t *r);
 int tw__thread_calls_run(tw_reactor_t *r);   /* take and run what was queued */
+/* Make every queued thread call not yet run for which match(cb, arg, ctx)
+ * is true do nothing instead (match may take over arg; it runs under a
+ * shard's lock, so it must not call tw_call_from_thread).  For a module
+ * about to free what its queued calls point to (threadpool.c).  Reactor
+ * thread only. */
+void tw__thread_calls_forget(tw_reactor_t *r, bool (*match)(tw_call_cb cb, void *arg, void *ctx),
+                             void *ctx);
 int tw__waker_open(tw_reactor_t *r);
 void tw__waker_close(tw_reactor_t *r);
 void tw__waker_wake(int wfd);                 /* async-signal-safe */
 void tw__waker_drain(int rfd);
 
+/* thread_queue.c: condition variables on CLOCK_MONOTONIC where the
+ * platform has pthread_condattr_setclock, and a wait until a deadline on
+ * tw_time_now()'s clock (TW_TIME_MAX: no deadline).  The wait returns 0
+ * or ETIMEDOUT (and may wake spuriously). */
+int tw__cond_init(pthread_cond_t *c);
+int tw__cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, tw_time_t deadline);
+
 /* signal.c */
 int tw__signals_dispatch(tw_reactor_t *r);   /* run pending signal callbacks */
 void tw__signals_release(tw_reactor_t *r);    /* forget every signal of r */
 void tw__signals_rebind(tw_reactor_t *r);     /* the waker changed (after fork) */
+/* Run hook(r) on SIGCHLD, before the application's own SIGCHLD callback (if
+ * any), which keeps working beside it; NULL removes it.  The reactor watches
+ * SIGCHLD while either wants it.  Returns 0 or a code as tw_reactor_on_signal. */
+int tw__signals_set_chld_hook(tw_reactor_t *r, void (*hook)(tw_reactor_t *r));
 void tw__sigpipe_ignore_once(void);
 
 #endif

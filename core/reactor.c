@@ -332,6 +332,7 @@ int tw_reactor_iterate(tw_reactor_t *r, tw_time_t timeout)
 
 void *tw_reactor_read_buffer(tw_reactor_t *r, size_t *size)
 {
+    TW__ASSERT_OWNER(r);
     if (!r->rbuf)
         r->rbuf = malloc(TW_READ_BUFFER_SIZE);
     *size = TW_READ_BUFFER_SIZE;
@@ -340,6 +341,7 @@ void *tw_reactor_read_buffer(tw_reactor_t *r, size_t *size)
 
 tw_time_t tw_reactor_now(tw_reactor_t *r)
 {
+    TW__ASSERT_OWNER(r); /* it refreshes the cache outside the loop */
     if (!r->in_loop)
         tw__update_time(r);
     return r->now;
@@ -629,7 +631,10 @@ int tw_reactor_run(tw_reactor_t *r, unsigned flags)
 {
     if (r->running || r->in_loop)
         return TW_EALREADY;
-    r->owner = pthread_self();
+    /* Written only when the reactor changes threads: other threads read it
+     * (tw_blocking_call_from_thread refuses the reactor's own thread). */
+    if (!pthread_equal(r->owner, pthread_self()))
+        r->owner = pthread_self();
     r->running = 1;
     r->stopping = 0;
     r->run_signals = 0;

@@ -11,10 +11,13 @@
  *  1. A pool belongs to one reactor (its Deferreds fire in that reactor's
  *     thread).  tw_threadpool_new(), _resize(), _stop(), _free() and
  *     tw_defer_to_thread() are reactor-thread-only; tw_call_in_thread() and
- *     tw_threadpool_stats() may be called from any thread, workers included.
+ *     tw_threadpool_stats() may be called from any thread, workers included,
+ *     until tw_threadpool_free() is called (its own workers: until it
+ *     returns; they are refused with -ESHUTDOWN meanwhile).
  *     Every reactor has a default pool, made on first use
  *     (tw_reactor_thread_pool(); 0..10 threads named "tw-pool-N", like
  *     Twisted's), stopped by the reactor's shutdown and freed with it.
+ *     Free every other pool before its reactor.
  *  2. Threads are started on demand: a submission with no idle worker starts
  *     one if fewer than max run.  min threads are started at once and kept;
  *     threads above min exit after idle_timeout without work.
@@ -23,6 +26,9 @@
  *     tw_blocking_call_from_thread().  Their argument belongs to the caller
  *     and must stay valid until the work has run (or been cancelled: the
  *     Deferred then fires with a failure and the function never runs).
+ *     A result travels back through the same queue as tw_call_from_thread
+ *     calls: calls a work function made arrive before its Deferred fires.
+ *     Workers block asynchronous signals (the reactor thread handles them).
  *  4. Stopping a pool (tw_threadpool_stop, or the reactor's shutdown for the
  *     pools it owns or was given with TW_POOL_STOP_ON_SHUTDOWN): no new work
  *     is accepted (-ESHUTDOWN); work already running finishes and its
@@ -34,7 +40,12 @@
  *     running (and, with TW_POOL_DRAIN, queued) work is done, bounded by the
  *     reactor's shutdown timeout (tw_reactor_set_shutdown_timeout), so the
  *     results reach their Deferreds.  tw_threadpool_free() stops the pool,
- *     waits for running work and joins every thread: it blocks.
+ *     waits for running work (and, with TW_POOL_DRAIN, queued work) and joins
+ *     every thread: it blocks.  The results of that last work still reach
+ *     their Deferreds, in order, as the loop runs (or, at the latest, while
+ *     tw_reactor_free() runs).  A worker blocked in
+ *     tw_blocking_call_from_thread() is let go: a call not yet run fails with
+ *     domain "thread", -ESHUTDOWN; a Deferred it waits for is cancelled.
  *  5. Errors: functions return 0 or a negative code (tw_error.h); failures
  *     made here have domain "thread".
  */
@@ -60,8 +71,8 @@ typedef struct tw_threadpool_options {
     const char *name;      /* thread name prefix, copied; threads are
                             * "<name>-<n>", cut to 15 bytes (default "tw-pool") */
     tw_time_t idle_timeout; /* threads above min exit after this long idle
-                             * (0: default 10 s) */
-    size_t stack_size;     /* 0: the system default */
+                             * (0: default 10 s; < 0: EINVAL) */
+    size_t stack_size;     /* 0: the system default; at least PTHREAD_STACK_MIN */
     unsigned flags;        /* TW_POOL_* */
 } tw_threadpool_options_t;
 
@@ -70,7 +81,11 @@ typedef struct tw_threadpool_options {
  * could not start). */
 tw_threadpool_t *tw_threadpool_new(tw_reactor_t *r, const tw_threadpool_options_t *opt);
 
-/* The reactor's default pool (made on first call; NULL on -ENOMEM). */
+/* The reactor's default pool (made on first call; NULL on -ENOMEM).  Once
+ * it has been stopped (by a shutdown, or by hand), the next call outside a
+ * shutdown frees it (waiting for work that outlived the shutdown timeout)
+ * and makes a new one, so that each run of the reactor has a pool; during a
+ * shutdown the stopped pool is returned, and work for it is refused. */
 tw_threadpool_t *tw_reactor_thread_pool(tw_reactor_t *r);
 
 /* Change the sizes (Twisted's adjustPoolsize / suggestThreadPoolSize).
@@ -79,9 +94,14 @@ tw_threadpool_t *tw_reactor_thread_pool(tw_reactor_t *r);
 int tw_threadpool_resize(tw_threadpool_t *p, int min_threads, int max_threads);
 
 /* Stop accepting work; cancel (or, with TW_POOL_DRAIN, finish) what is
- * queued, as in rule 4.  Does not block; threads exit as they finish.
+ * queued, as in rule 4 (the cancelled Deferreds errback, and drop functions
+ * run, before this returns).  Does not block; threads exit as they finish.
  * Returns a Deferred (a reference) that fires with NULL in the reactor
- * thread once every thread has exited, or NULL on -ENOMEM. */
+ * thread once every thread has exited, after the Deferreds of the work that
+ * ran (through the reactor's queue: not before this returns, even when no
+ * thread was running), or NULL on -ENOMEM (the pool is stopped all the
+ * same).  Each call returns a Deferred of its own; once every thread has
+ * exited, one that has already fired. */
 tw_deferred_t *tw_threadpool_stop(tw_threadpool_t *p);
 
 /* Stop (if not stopped), wait for running work, join the threads, free.
@@ -108,15 +128,21 @@ typedef tw_outcome_t (*tw_thread_fn)(void *arg);
 /* Twisted's deferToThread: run fn(arg) in a worker of pool p (NULL: the
  * reactor's default pool) and return a Deferred (a reference) that fires in
  * the reactor thread with fn's outcome.  Cancelling it before fn has started
- * takes the work off the queue (errback -ECANCELED, fn never runs); after,
- * fn runs to the end and its outcome is freed when it arrives.  Returns NULL
- * with errno ENOMEM or ESHUTDOWN (the pool is stopped). */
+ * takes the work off the queue (fn never runs); after, fn runs to the end
+ * and its outcome is freed when it arrives.  Either way the Deferred errbacks
+ * at once with the usual cancel failure (domain "deferred", -ECANCELED), so
+ * tw_deferred_add_timeout works on it.  Returns NULL with
+ * errno ENOMEM, ESHUTDOWN (the pool is stopped), EINVAL (NULL fn, or a pool
+ * of another reactor), or pthread_create's error when the pool has no
+ * thread and none could be started. */
 tw_deferred_t *tw_defer_to_thread(tw_reactor_t *r, tw_threadpool_t *p, tw_thread_fn fn,
                                   void *arg);
 
 /* Twisted's callInThread: run fn(arg) in a worker, no result.  If the pool
  * is stopped before fn starts, drop(arg) runs instead (in the thread that
- * stops it; drop may be NULL).  Any thread.  Returns 0, -ESHUTDOWN, -ENOMEM. */
+ * stops it; drop may be NULL).  Any thread, workers included.  Returns 0,
+ * -ESHUTDOWN, -ENOMEM, -EINVAL (NULL fn), or pthread_create's error when the
+ * pool has no thread and none could be started. */
 int tw_call_in_thread(tw_threadpool_t *p, void (*fn)(void *arg), void *arg,
                       void (*drop)(void *arg));
 
@@ -130,8 +156,11 @@ typedef tw_outcome_t (*tw_reactor_fn)(tw_reactor_t *r, void *arg);
  * returns a Deferred, for that Deferred's).  The outcome is returned to the
  * caller, who owns it (tw_outcome_discard frees it).  Called from the
  * reactor thread itself it would deadlock, so it refuses at once: a failure
- * of domain "thread", -EDEADLK.  -ENOMEM also comes back as a failure.  The
- * call waits while the reactor is not running (it runs when it next does). */
+ * of domain "thread", -EDEADLK.  -ENOMEM also comes back as a failure, and
+ * -ESHUTDOWN when the caller is a worker of a pool being freed (rule 4).
+ * The call waits while the reactor is not running (it runs when it next
+ * iterates); a call from a thread other than a pool's that is still queued
+ * when the reactor is freed never returns. */
 tw_outcome_t tw_blocking_call_from_thread(tw_reactor_t *r, tw_reactor_fn fn, void *arg);
 
 /* ---- a bounded blocking queue (the owner-thread pattern) ---------------
