@@ -13,6 +13,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "internal.h"
@@ -85,14 +86,14 @@ static void sig_quiesce(sig_slot_t *s)
         ;
 }
 
-int tw_reactor_on_signal(tw_reactor_t *r, int signo, tw_signal_cb cb, void *arg)
+/* Make r's slot want signo or not (taking a slot for r the first time one
+ * is wanted), installing the handler for the first reactor that wants it and
+ * restoring the old disposition after the last.  Called with sig_lock held. */
+static int sig_want(tw_reactor_t *r, int signo, bool want)
 {
-    TW__ASSERT_OWNER(r);
-    if (signo < 1 || signo >= TW__NSIG || signo == SIGKILL || signo == SIGSTOP)
-        return -EINVAL;
-    int rc = 0;
-    pthread_mutex_lock(&sig_lock);
-    if (r->sig_slot < 0 && cb) {
+    if (r->sig_slot < 0) {
+        if (!want)
+            return 0;
         for (int i = 0; i < SLOTS; i++) {
             if (!sig_slots[i].used) {
                 sig_slots[i].used = 1;
@@ -103,24 +104,45 @@ int tw_reactor_on_signal(tw_reactor_t *r, int signo, tw_signal_cb cb, void *arg)
             }
         }
         if (r->sig_slot < 0)
-            rc = TW_ENOSIGSLOT;
+            return TW_ENOSIGSLOT;
     }
-    if (rc == 0 && r->sig_slot >= 0) {
-        sig_slot_t *s = &sig_slots[r->sig_slot];
-        uint64_t bit = sig_bit(signo);
-        int wanted = (atomic_load(&s->want) & bit) != 0;
-        if (cb && !wanted) {
-            rc = sig_install(signo);
-            if (rc == 0)
-                atomic_fetch_or(&s->want, bit);
-        } else if (!cb && wanted) {
-            atomic_fetch_and(&s->want, ~bit);
-            atomic_fetch_and(&s->pending, ~bit);
-            sig_uninstall(signo);
-        }
+    sig_slot_t *s = &sig_slots[r->sig_slot];
+    uint64_t bit = sig_bit(signo);
+    bool wanted = (atomic_load(&s->want) & bit) != 0;
+    int rc = 0;
+    if (want && !wanted) {
+        rc = sig_install(signo);
+        if (rc == 0)
+            atomic_fetch_or(&s->want, bit);
+    } else if (!want && wanted) {
+        atomic_fetch_and(&s->want, ~bit);
+        atomic_fetch_and(&s->pending, ~bit);
+        sig_uninstall(signo);
     }
+    return rc;
+}
+
+int tw_reactor_on_signal(tw_reactor_t *r, int signo, tw_signal_cb cb, void *arg)
+{
+    TW__ASSERT_OWNER(r);
+    if (signo < 1 || signo >= TW__NSIG || signo == SIGKILL || signo == SIGSTOP)
+        return -EINVAL;
+    pthread_mutex_lock(&sig_lock);
+    /* process.c's reaper may want SIGCHLD too: it stays watched for it */
+    int rc = sig_want(r, signo, cb || (signo == SIGCHLD && r->chld_hook));
     if (rc == 0)
         r->sig[signo] = (tw__sighandler_t){ cb, cb ? arg : NULL };
+    pthread_mutex_unlock(&sig_lock);
+    return rc;
+}
+
+int tw__signals_set_chld_hook(tw_reactor_t *r, void (*hook)(tw_reactor_t *r))
+{
+    TW__ASSERT_OWNER(r);
+    pthread_mutex_lock(&sig_lock);
+    int rc = sig_want(r, SIGCHLD, hook || r->sig[SIGCHLD].cb);
+    if (rc == 0)
+        r->chld_hook = hook;
     pthread_mutex_unlock(&sig_lock);
     return rc;
 }
@@ -135,6 +157,12 @@ int tw__signals_dispatch(tw_reactor_t *r)
         if (!(pending & sig_bit(signo)))
             continue;
         pending &= ~sig_bit(signo);
+        /* The reaper first: it takes only the children twine spawned, so
+         * an application callback that reaps its own finds just those. */
+        if (signo == SIGCHLD && r->chld_hook) {
+            r->chld_hook(r);
+            ran++;
+        }
         if (r->sig[signo].cb) {
             r->sig[signo].cb(r, signo, r->sig[signo].arg);
             ran++;
@@ -163,6 +191,7 @@ void tw__signals_release(tw_reactor_t *r)
     sig_quiesce(s);
     s->used = 0;
     r->sig_slot = -1;
+    r->chld_hook = NULL;
     pthread_mutex_unlock(&sig_lock);
 }
 

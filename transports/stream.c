@@ -720,3 +720,13 @@ void tw__stream_detach_connector(tw__stream_t *s)
     s->connector = NULL;
     stream_abort(&s->base);
 }
+
+void tw__stream_discard(tw__stream_t *s)
+{
+    tw__factory_untrack(&s->base);
+    tw_reactor_remove_all(s->base.reactor, s->fd);
+    close(s->fd);
+    stream_free_queue(s);
+    tw_failure_free(s->reason);
+    free(s);
+}

@@ -49,6 +49,11 @@ tw__stream_t *tw__stream_open(tw_reactor_t *r, int fd, tw_protocol_t *p, tw_fact
 /* Abort the stream without telling its connector (tw_connector_free). */
 void tw__stream_detach_connector(tw__stream_t *s);
 
+/* Free the stream now, calling nothing (not its protocol, not its
+ * producer): for a reactor being freed, whose soon calls -- a pending
+ * finish among them -- are dropped.  Closes the descriptor. */
+void tw__stream_discard(tw__stream_t *s);
+
 /* connector side: called by the stream once its protocol is gone. */
 void tw__connector_lost(tw_connector_t *c, const tw_failure_t *reason);
 
