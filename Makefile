@@ -55,11 +55,13 @@ endif
 
 # Every tests/test_*.c is a test program, run once per backend (except the
 # backend-independent ones in TESTS_ONCE).
-TESTS_ONCE   := test_error test_endpoint
+TESTS_ONCE   := test_error test_endpoint test_thread_queue
 TESTS        := $(filter-out $(TESTS_ONCE),$(basename $(notdir $(wildcard tests/test_*.c))))
 TEST_SUPPORT := $(basename $(notdir $(filter-out tests/test_%,$(wildcard tests/*.c))))
-TSAN_TESTS   := test_calls test_signal test_reactor
-EXAMPLES     := reactor-demo echo-server echo-client
+TSAN_TESTS   := test_calls test_signal test_reactor test_threadpool
+# Threaded but backend-independent (or slow under TSan): the default backend only.
+TSAN_ONCE    := test_thread_queue test_process
+EXAMPLES     := $(basename $(notdir $(wildcard examples/*.c)))
 
 # ---- per-variant build rules ------------------------------------------------
 
@@ -165,16 +167,25 @@ $(B)/asan/examples/%: examples/%.c $(B)/asan/lib/libtwine.a $(B)/asan/lib/libtwi
 	$(CC) $(BASE) $(FLAGS_asan) -o $@ $< $(B)/asan/lib/libtwine.a \
 		$(B)/asan/lib/libtwine-$(DEFAULT_BACKEND).a
 
+# tests/interop's twine peer (ASan+UBSan), beside the examples that
+# tests/interop/run.sh $(B)/asan drives.
+$(B)/asan/interop/twine_peer: tests/interop/twine_peer.c $(B)/asan/lib/libtwine.a \
+		$(B)/asan/lib/libtwine-$(DEFAULT_BACKEND).a
+	@mkdir -p $(@D)
+	$(CC) $(BASE) $(FLAGS_asan) -o $@ $< $(B)/asan/lib/libtwine.a \
+		$(B)/asan/lib/libtwine-$(DEFAULT_BACKEND).a
+
 run: all
-	@echo "twine: starting examples/echo-server on tcp:8000:interface=127.0.0.1" \
-	  "($(DEFAULT_BACKEND) backend; Ctrl-C stops it; try: nc 127.0.0.1 8000)"
-	$(REL)/examples/echo-server tcp:8000:interface=127.0.0.1
+	@echo "twine: starting examples/chat-server on tcp:8000:interface=127.0.0.1" \
+	  "($(DEFAULT_BACKEND) backend; Ctrl-C stops it; join with: nc 127.0.0.1 8000)"
+	$(REL)/examples/chat-server tcp:8000:interface=127.0.0.1
 
 # ---- tests --------------------------------------------------------------------
 
 test-programs = $(foreach t,$(TESTS),$(foreach b,$(TEST_BACKENDS),$(B)/$(1)/test/$(t)-$(b))) \
                 $(foreach t,$(TESTS_ONCE),$(B)/$(1)/test/$(t)-$(DEFAULT_BACKEND))
-TSAN_PROGS   := $(foreach t,$(TSAN_TESTS),$(foreach b,$(TEST_BACKENDS),$(B)/tsan/test/$(t)-$(b)))
+TSAN_PROGS   := $(foreach t,$(TSAN_TESTS),$(foreach b,$(TEST_BACKENDS),$(B)/tsan/test/$(t)-$(b))) \
+                $(foreach t,$(TSAN_ONCE),$(B)/tsan/test/$(t)-$(DEFAULT_BACKEND))
 TIMEOUT      ?= 300
 
 # Dependencies first (they may be installed by .ci/deps), then the build.
