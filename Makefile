@@ -193,7 +193,7 @@ check: deps-check
 	@$(MAKE) --no-print-directory check-run
 
 check-run: libs $(call test-programs,dbg) $(call test-programs,asan) $(TSAN_PROGS) \
-		$(EXAMPLES:%=$(B)/asan/examples/%)
+		$(EXAMPLES:%=$(B)/asan/examples/%) $(B)/asan/interop/twine_peer
 	@tests/run-tests.sh $(TIMEOUT) $(call test-programs,dbg)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  tests/run-tests.sh $(TIMEOUT) $(call test-programs,asan)
@@ -201,6 +201,7 @@ check-run: libs $(call test-programs,dbg) $(call test-programs,asan) $(TSAN_PROG
 	  tests/run-tests.sh $(TIMEOUT) $(TSAN_PROGS)
 	@tests/link/run.sh "$(CC)" $(REL) "$(BACKENDS)" $(DEFAULT_BACKEND)
 	@tests/examples/run.sh $(B)/asan/examples
+	@TWINE_INTEROP_STRICT=1 tests/interop/run.sh $(B)/asan
 	@$(MAKE) --no-print-directory clang-check
 	@$(MAKE) --no-print-directory fuzz-replay
 	@echo "twine: all checks passed"
@@ -208,7 +209,7 @@ check-run: libs $(call test-programs,dbg) $(call test-programs,asan) $(TSAN_PROG
 # Every source must also be warning-free under clang.
 clang-check:
 	@if command -v clang >/dev/null; then \
-	  for f in $(CORE_SRC) $(BACKENDS:%=reactors/%.c) examples/*.c tests/*.c; do \
+	  for f in $(CORE_SRC) $(BACKENDS:%=reactors/%.c) examples/*.c tests/*.c tests/interop/*.c; do \
 	    clang $(BASE) -O2 -fsyntax-only $$f || exit 1; done; \
 	  clang $(BASE) -Itests/kqueue -fsyntax-only reactors/kqueue.c tests/kqueue/kqueue_emu.c; \
 	  echo "twine: clang -Werror clean"; \
