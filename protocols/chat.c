@@ -22,7 +22,7 @@
 
 #define LOG_DOMAIN "chat"
 #define NICK_MAX 16
-#define KEEP_OUT 16384          /* a client's out buffer above this is freed once written */
+#define KEEP_OUT 16384          /* a client's out buffer above this is freed once traffic is light */
 #define SLOW_KILL TW_SEC(2)     /* a dropped client that does not take its notice: abort */
 
 typedef struct client client_t;
@@ -279,12 +279,16 @@ static void flush_all(tw_chat_server_t *s)
     while (s->dirty) {
         client_t *c = s->dirty;
         dirty_remove(c);
-        if (c->out_len && !c->dropping && !c->lost) {
-            tw_transport_write(transport_of(c), c->out, c->out_len);
+        size_t n = c->out_len;
+        if (n && !c->dropping && !c->lost) {
+            tw_transport_write(transport_of(c), c->out, n);
             c->out_len = 0;
             check_owed(c);
         }
-        if (c->out_cap > KEEP_OUT) {
+        /* A big buffer is kept while the room is busy (freeing and growing
+         * it again every turn costs more than the fan-out itself) and given
+         * back on the first light turn. */
+        if (c->out_cap > KEEP_OUT && n <= KEEP_OUT / 4) {
             free(c->out);
             c->out = NULL;
             c->out_cap = c->out_len = 0;

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <time.h>
 
 /* CLOCK_MONOTONIC (vDSO), in nanoseconds: the clock twine itself uses. */
@@ -56,5 +57,21 @@ static inline uint64_t env_u64(const char *name, uint64_t dflt)
         fputc('\n', stderr);                                                                       \
         exit(2);                                                                                   \
     } while (0)
+
+/* Process CPU time (user + system), seconds. */
+static inline double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* qsort comparator for uint64_t (latency samples). */
+static inline int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
 
 #endif

@@ -6,8 +6,11 @@ One table per metric.  Each cell is the median over the repetitions, with the
 the peer, from the medians: peer / twine for times, twine / peer for rates; so
 > 1 always means twine is better.  The target column is twine's goal, judged on
 twine's median.  The backend tables (bench_backends) compare twine's own
-readiness backends: one column per backend, no ratios or targets.  Standard
-library only.
+readiness backends: one column per backend, no ratios or targets.  The
+thread-bridge table (bench_pool, bench_spawn, and bench_xthread's figures when
+the reactor part ran) compares twine with libuv alone, against the target "no
+worse than libuv": twine's median ÷ libuv's, as how many times better, >= 1.
+Standard library only.
 """
 import statistics
 import sys
@@ -316,6 +319,69 @@ def echo_tables(out, rows):
         out.append("")
 
 
+# ---- thread bridge and processes against libuv (bench_pool, bench_spawn) ------------
+# (bench, row field or None, key, label ({} is the row value), "rate" or "time", format, scale)
+THREAD_ROWS = [
+    ("xtput", "K", "calls_per_s", "call_from_thread: calls/s, {} producer(s) (millions)", "rate", "{:.2f}", 1e-6),
+    ("xlat", None, "p50_us", "call_from_thread: wake latency p50 (µs)", "time", "{:.1f}", 1),
+    ("xlat", None, "p99_us", "call_from_thread: wake latency p99 (µs)", "time", "{:.1f}", 1),
+    ("pooltput", "C", "rt_per_s", "defer_to_thread: round trips/s, {} in flight", "rate", "{:,.0f}", 1),
+    ("poollat", None, "p50_us", "defer_to_thread: round trip, one at a time, p50 (µs)", "time", "{:.1f}", 1),
+    ("poollat", None, "p99_us", "defer_to_thread: round trip, one at a time, p99 (µs)", "time", "{:.1f}", 1),
+    ("spawn", "C", "spawns_per_s", "spawn + reap /bin/true: spawns/s, at most {} at once", "rate", "{:,.0f}", 1),
+]
+THREAD_DIAG = [
+    ("pooltput", "C", "cpu_util", "defer_to_thread, {} in flight: process CPU time / elapsed", "{:.2f}"),
+    ("pooltput", "C", "cpu_us_per_rt", "defer_to_thread, {} in flight: process CPU per round trip (µs)", "{:.2f}"),
+    ("spawn", "C", "cpu_us_per_spawn", "spawn, at most {} at once: parent CPU per spawn (µs)", "{:,.0f}"),
+]
+THREAD_TARGET = 1.0   # twine no worse than libuv
+
+
+def thread_tables(out, rows):
+    if not any(r.get("bench") in ("pooltput", "poollat", "spawn") for r in rows):
+        return
+
+    def collect(bench, rowkey, key, scale=1):
+        data = defaultdict(lambda: defaultdict(list))
+        for r in rows:
+            if r.get("bench") == bench and key in r and r.get("impl") in ("twine", "uv"):
+                data[int(r[rowkey]) if rowkey else 0][r["impl"]].append(float(r[key]) * scale)
+        return data
+
+    def sizes(bench):   # the distinct N (n) of a bench's runs, "a/b"
+        ns = sorted({int(r.get("N") or r.get("n")) for r in rows if r.get("bench") == bench})
+        return "/".join(f"{v:,}" for v in ns) or "n/a"
+
+    thr = next((r["threads"] for r in rows if r.get("bench") in ("pooltput", "poollat")), "?")
+    out.append(f"### Thread bridge and processes against libuv (pool of {thr} threads; "
+               f"defer_to_thread N = {sizes('pooltput')}, latency n = {sizes('poollat')}; "
+               f"spawns N = {sizes('spawn')}; × = how many times better twine is)")
+    out.append("")
+    out.append("| measure | twine | libuv | × vs libuv | target | |")
+    out.append("|---|---:|---:|---:|---:|---|")
+    for bench, rowkey, key, label, kind, fmt, scale in THREAD_ROWS:
+        data = collect(bench, rowkey, key, scale)
+        for k in sorted(data):
+            tw, uv = data[k].get("twine"), data[k].get("uv")
+            b = better(med(tw), med(uv), kind)
+            verd = "n/a" if b is None else ("PASS" if b >= THREAD_TARGET else "**MISS**")
+            out.append(f"| {label.format(k)} | {cell(tw, fmt)} | {cell(uv, fmt)} | "
+                       f"{'n/a' if b is None else f'{b:.2f}×'} | ≥ {THREAD_TARGET:.2f}× | {verd} |")
+    out.append("")
+    out.append("### Thread pool and spawning: CPU use (diagnostic; 2 vCPUs; CPU per operation "
+               "is less disturbed by other processes than the rates)")
+    out.append("")
+    out.append("| measure | twine | libuv |")
+    out.append("|---|---:|---:|")
+    for bench, rowkey, key, label, fmt in THREAD_DIAG:
+        data = collect(bench, rowkey, key)
+        for k in sorted(data):
+            out.append(f"| {label.format(k)} | {cell(data[k].get('twine'), fmt)} | "
+                       f"{cell(data[k].get('uv'), fmt)} |")
+    out.append("")
+
+
 def main(path):
     header, rows, failed = parse(path)
     out = [h + "  " for h in header]
@@ -367,6 +433,7 @@ def main(path):
                    f"({int(n):,} calls, 200–800 µs apart; µs)", "percentile",
               [(label, lat[key], LAT_TARGETS.get(key)) for key, label in LAT_ROWS], True, "{:.1f}")
     backend_tables(out, rows)
+    thread_tables(out, rows)
     echo_tables(out, rows)
     print("\n".join(out))
 
