@@ -42,29 +42,17 @@
  * errors (disconnects, the --timeout or a 5 s stall).  Diagnostics on stderr.
  *
  * The structure (one epoll loop, busy polling while measuring, log-linear
- * latency histogram, the server's CPU from /proc) follows tests/bench/echo/loadgen.c.
+ * latency histogram, the server's CPU from /proc) follows tests/bench/echo/loadgen.c;
+ * those pieces are shared with it in tests/bench/loadgen_common.h.
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
+#define LG_NAME "chatload"
+#include "../loadgen_common.h"
+
 #include <getopt.h>
 #include <inttypes.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/epoll.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <time.h>
-#include <unistd.h>
 
 #define MAXEV 1024
 #define CARRY 1024       /* longest partial line kept between reads */
@@ -138,19 +126,7 @@ static uint64_t deferred;                     /* --rate: lines skipped, sender h
 static uint64_t last_progress;
 
 static unsigned char rbuf[1 << 18];
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void die(const char *msg)
-{
-    fprintf(stderr, "chatload: %s: %s\n", msg, strerror(errno));
-    exit(1);
-}
+static struct hist lat;   /* delivery latency in the measured window */
 
 static void complain(const char *fmt, ...)
 {
@@ -165,122 +141,13 @@ static void complain(const char *fmt, ...)
 }
 
 /* ------------------------------------------------------------------ */
-/* latency histogram: log-linear, 64 sub-buckets per power of two (ns)  */
-
-#define HSUB_BITS 6
-#define HSUB (1 << HSUB_BITS)
-#define HBUCKETS ((64 - HSUB_BITS + 1) * HSUB)
-static uint64_t hist[HBUCKETS];
-static uint64_t hist_n, hist_max, hist_sum;
-
-static inline unsigned hidx(uint64_t v)
-{
-    if (v < 2 * HSUB)
-        return (unsigned)v;
-    unsigned msb = 63u - (unsigned)__builtin_clzll(v);
-    return (msb - HSUB_BITS + 1) * HSUB + (unsigned)((v >> (msb - HSUB_BITS)) & (HSUB - 1));
-}
-
-static void hbounds(unsigned i, uint64_t *lo, uint64_t *width)
-{
-    if (i < 2 * HSUB) {
-        *lo = i;
-        *width = 1;
-        return;
-    }
-    unsigned msb = i / HSUB + HSUB_BITS - 1;
-    unsigned sub = i % HSUB;
-    *lo = (uint64_t)(HSUB + sub) << (msb - HSUB_BITS);
-    *width = 1ull << (msb - HSUB_BITS);
-}
-
-static inline void hist_add(uint64_t v)
-{
-    hist[hidx(v)]++;
-    hist_n++;
-    hist_sum += v;
-    if (v > hist_max)
-        hist_max = v;
-}
-
-/* value (in microseconds) at quantile q */
-static double hist_q(double q)
-{
-    if (hist_n == 0)
-        return 0;
-    double exact = q * (double)hist_n;
-    uint64_t target = (uint64_t)exact;
-    if ((double)target < exact)
-        target++;
-    if (target < 1)
-        target = 1;
-    uint64_t cum = 0;
-    for (unsigned i = 0; i < HBUCKETS; i++) {
-        cum += hist[i];
-        if (cum >= target) {
-            uint64_t lo, w;
-            hbounds(i, &lo, &w);
-            double v = (double)lo + (double)(w - 1) / 2.0;
-            if (v > (double)hist_max)
-                v = (double)hist_max;
-            return v / 1000.0;
-        }
-    }
-    return (double)hist_max / 1000.0;
-}
-
-/* ------------------------------------------------------------------ */
-/* CPU use                                                              */
-
-static long long proc_cpu_ticks(int pid) /* utime + stime of pid, or -1 */
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    if (!p)
-        return -1;
-    p += 2;
-    for (int field = 3; field < 14; field++) {
-        p = strchr(p, ' ');
-        if (!p)
-            return -1;
-        p++;
-    }
-    unsigned long long ut, st;
-    if (sscanf(p, "%llu %llu", &ut, &st) != 2)
-        return -1;
-    return (long long)(ut + st);
-}
-
-static double self_cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
-}
-
-/* ------------------------------------------------------------------ */
 /* sockets                                                              */
 
 static struct sockaddr_in g_addr;
 
 static void set_events(struct client *c, uint32_t ev)
 {
-    if (c->events == ev)
-        return;
-    struct epoll_event e = {.events = ev, .data.ptr = c};
-    if (epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &e) < 0)
-        die("epoll_ctl MOD");
-    c->events = ev;
+    epoll_set(epfd, c->fd, &c->events, ev, c);
 }
 
 static void client_dead(struct client *c)
@@ -360,21 +227,17 @@ static void flush_dirty(void)
 
 static void start_connect(struct client *c)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = tcp_socket_nb(1);
     if (fd < 0)
         die("socket");
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->fd = fd;
     c->phase = P_CONNECTING;
     if (connect(fd, (struct sockaddr *)&g_addr, sizeof g_addr) < 0 && errno != EINPROGRESS) {
         fprintf(stderr, "chatload: connect to port %d: %s\n", o.port, strerror(errno));
         exit(1);
     }
-    struct epoll_event e = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
-    if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &e) < 0)
-        die("epoll_ctl ADD");
-    c->events = e.events;
+    epoll_add(epfd, fd, EPOLLIN | EPOLLOUT, c);
+    c->events = EPOLLIN | EPOLLOUT;
 }
 
 /* ------------------------------------------------------------------ */
@@ -494,7 +357,7 @@ static void on_line(struct client *r, const char *line, size_t len, uint64_t t)
         last_progress = t;
         if (measuring) {
             m_delivered++;
-            hist_add(t > ts ? t - ts : 0);
+            hist_add(&lat, t > ts ? t - ts : 0);
         }
         uint32_t *owed = &sc->owed[seq % (uint64_t)o.inflight];
         if (--*owed == 0 && seq == sc->acked + 1) {
@@ -581,10 +444,7 @@ static void on_readable(struct client *c)
 static void handle(struct client *c, uint32_t ev)
 {
     if (c->phase == P_CONNECTING) {
-        int e = 0;
-        socklen_t l = sizeof e;
-        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &l) < 0)
-            e = errno;
+        int e = connect_result(c->fd);
         if (e) {
             fprintf(stderr, "chatload: connect to port %d: %s\n", o.port, strerror(e));
             exit(1);
@@ -606,15 +466,7 @@ static uint64_t idle_poll_ns;
 
 static void run_events(int timeout_ms)
 {
-    uint64_t t0 = timeout_ms == 0 ? now_ns() : 0;
-    int n = epoll_wait(epfd, evs, MAXEV, timeout_ms);
-    if (n < 0) {
-        if (errno == EINTR)
-            return;
-        die("epoll_wait");
-    }
-    if (n == 0 && timeout_ms == 0)
-        idle_poll_ns += now_ns() - t0;
+    int n = epoll_poll(epfd, evs, MAXEV, timeout_ms, &idle_poll_ns);
     for (int i = 0; i < n; i++)
         handle(evs[i].data.ptr, evs[i].events);
 }
@@ -725,9 +577,7 @@ int main(int argc, char **argv)
     if (optind != argc || o.port <= 0 || o.port > 65535)
         usage();
     signal(SIGPIPE, SIG_IGN);
-    g_addr.sin_family = AF_INET;
-    g_addr.sin_port = htons((uint16_t)o.port);
-    g_addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    g_addr = loopback_addr(o.port);
     if (probe)
         return do_probe();
 
@@ -740,16 +590,11 @@ int main(int argc, char **argv)
         return 1;
     }
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
+    raise_nofile(&rl);
 
     uint64_t t_begin = now_ns();
     uint64_t t_limit = t_begin + (uint64_t)(o.timeout * 1e9);
-    epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (epfd < 0)
-        die("epoll_create1");
+    epfd = epoll_new();
     cl = calloc((size_t)o.clients, sizeof *cl);
     last = calloc((size_t)o.clients * (size_t)o.clients, sizeof *last);
     refill = calloc((size_t)o.clients, sizeof *refill);
@@ -795,18 +640,13 @@ int main(int argc, char **argv)
             refill[n_refill++] = i;
         }
     }
-    uint64_t t_m0 = 0, t_m1 = 0;
-    double cpu0 = 0;
-    long long srv0 = -1;
+    struct cpu_window win = {0};
     for (;;) {
         uint64_t t = now_ns();
         if (!measuring && t >= t_meas) {
             measuring = 1;
-            t_m0 = t;
-            cpu0 = self_cpu_s();
+            cpu_window_start(&win, t, o.pid);
             idle_poll_ns = 0;
-            if (o.pid > 0)
-                srv0 = proc_cpu_ticks(o.pid);
         }
         if (t >= t_end)
             break;
@@ -824,21 +664,15 @@ int main(int argc, char **argv)
         flush_dirty();
         run_events(o.busy_poll ? 0 : 1);
     }
-    t_m1 = now_ns();
-    double wall = t_m0 ? (double)(t_m1 - t_m0) / 1e9 : 0;
+    double wall, self_s, srv_cpu;
+    cpu_window_end(&win, &wall, &self_s, &srv_cpu);
     /* busy polling keeps this process at 100% CPU: what it spent on work is
      * the time outside the polls that found nothing (preemption by other
      * processes counts as idle, so this is a lower bound on a loaded machine) */
     double lg_busy = wall > 0 ? 100.0 * (wall - (double)idle_poll_ns / 1e9) / wall : 0;
-    double lg_cpu = wall > 0 ? 100.0 * (self_cpu_s() - cpu0) / wall : 0;
-    double srv_cpu = -1;
-    if (o.pid > 0 && srv0 >= 0 && wall > 0) {
-        long long srv1 = proc_cpu_ticks(o.pid);
-        if (srv1 >= 0)
-            srv_cpu = 100.0 * (double)(srv1 - srv0) / (double)sysconf(_SC_CLK_TCK) / wall;
-    }
+    double lg_cpu = wall > 0 ? 100.0 * self_s / wall : 0;
     measuring = 0;
-    if (!t_m0) {
+    if (!win.t0) {
         err.timeouts++;
         complain("--timeout %.0f s reached before the measured window", o.timeout);
     }
@@ -876,8 +710,8 @@ int main(int argc, char **argv)
            "total_sent=%" PRIu64 " total_delivered=%" PRIu64 " deferred=%" PRIu64 " lg_cpu=%.0f lg_busy=%.0f",
            o.impl, o.rate > 0 ? "rate" : "max", o.clients, o.senders, o.inflight, o.size, o.rate, setup_s,
            wall, m_sent, m_delivered, wall > 0 ? (double)m_sent / wall : 0,
-           wall > 0 ? (double)m_delivered / wall : 0, hist_n ? (double)hist_sum / (double)hist_n / 1e3 : 0,
-           hist_q(0.50), hist_q(0.99), hist_q(0.999), (double)hist_max / 1e3, all_sent, all_delivered, deferred, lg_cpu,
+           wall > 0 ? (double)m_delivered / wall : 0, hist_mean_us(&lat), hist_q(&lat, 0.50),
+           hist_q(&lat, 0.99), hist_q(&lat, 0.999), hist_max_us(&lat), all_sent, all_delivered, deferred, lg_cpu,
            o.busy_poll ? (lg_busy < 0 ? 0 : lg_busy) : lg_cpu);
     if (srv_cpu >= 0)
         printf(" srv_cpu=%.0f", srv_cpu);

@@ -32,8 +32,9 @@
 # share tells whether the load generator, not the server, was the limit.
 # Latency = the time the load generator read a line - the send time written
 # in it.  Server pinned to CPU $BENCH_SERVER_CPU (0), load generator to
-# $BENCH_LOAD_CPU (1), as tests/bench/echo/run.sh does.  The target (issue 6):
-# twine delivers >= 5x the lines per second Twisted does.
+# $BENCH_LOAD_CPU (1), as tests/bench/echo/run.sh does (what the two scripts
+# share is in tests/bench/lib.sh).  The target (issue 6): twine delivers >= 5x
+# the lines per second Twisted does.
 #
 # The system-call check.  The target: no more than one write-type system call
 # per recipient per reactor iteration, however many lines it is owed (the chat
@@ -84,22 +85,15 @@
 # target is not a failure.
 set -uo pipefail
 
-[[ $# -ge 1 && $# -le 2 ]] || { echo "usage: $0 REL_DIR [RAW_FILE]" >&2; exit 2; }
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../../.." && pwd)
-rel=$(cd "$1" && pwd)
-out=$rel/bench/chat
-raw=${2:-}
-cd "$root" || exit 2
+# shellcheck source=tests/bench/lib.sh
+. "$here/../lib.sh"
+bench_init chat "$@"
 
-REPS=${BENCH_REPS:-3}
 SECS=${BENCH_CHAT_SECS:-5}
 WARMUP=${BENCH_CHAT_WARMUP:-1}
 SYS_SECS=2
-quick=0
-if [[ ${BENCH_QUICK:-0} == 1 ]]; then
-    quick=1
-    REPS=${BENCH_REPS:-1}
+if ((quick)); then
     SECS=${BENCH_CHAT_SECS:-1}
     WARMUP=${BENCH_CHAT_WARMUP:-0.3}
     SYS_SECS=1
@@ -108,43 +102,14 @@ CLIENTS=${BENCH_CHAT_CLIENTS:-100}
 RATE=${BENCH_CHAT_RATE:-300}
 INFLIGHT=${BENCH_CHAT_INFLIGHT:-8}
 SYS=${BENCH_CHAT_SYS:-1}
-SERVER_CPU=${BENCH_SERVER_CPU:-0}
-LOAD_CPU=${BENCH_LOAD_CPU:-1}
 IMPLS=${BENCH_CHAT_IMPLS:-"twine twisted"}
-PY=/usr/bin/python3
-TWINE=$rel/examples/chat-server
 CL=$out/chatload
 
 # ---- build ----------------------------------------------------------------------
-CC=${CC:-cc}
-mkdir -p "$out"
 $CC -O2 -g -Wall -Wextra -Werror -o "$CL" "$here/chatload.c" ||
     { echo "chat/run.sh: building chatload failed" >&2; exit 2; }
-failures=0
-twine_missing=0
-rel_in_tree=${rel#"$root"/}
-if [[ $rel_in_tree != "$rel" ]]; then
-    make -s -C "$root" --no-print-directory "$rel_in_tree/examples/chat-server" >&2 || true
-fi
-if [[ ! -x $TWINE ]]; then
-    echo "chat/run.sh: $TWINE is missing or did not build; twine's cells will be empty" >&2
-    twine_missing=1
-    failures=$((failures + 1))
-fi
-have_twisted=1
-$PY -c 'import twisted.internet.epollreactor, twisted.protocols.basic' 2>/dev/null || have_twisted=0
-
-impls=""
-for i in $IMPLS; do
-    case $i in
-        twine) ((twine_missing)) && continue ;;
-        twisted) ((have_twisted)) || { echo "chat/run.sh: python3-twisted not importable; Twisted skipped" >&2; continue; } ;;
-        *) echo "chat/run.sh: unknown server '$i'" >&2; exit 2 ;;
-    esac
-    impls="$impls $i"
-done
-read -r -a impls <<<"$impls"
-((${#impls[@]})) || { echo "chat/run.sh: no server to run" >&2; exit 1; }
+twine_server chat-server
+choose_impls "" "twisted.internet.epollreactor, twisted.protocols.basic"
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 have_strace=0
@@ -157,17 +122,13 @@ fi
 ((SYS)) || { have_strace=0; have_perf=0; }
 
 # ---- servers ----------------------------------------------------------------------
-log=$out/servers.log
-: >"$log"
 SPID=""     # the server
 WPID=""     # what was started (the server, or strace / perf around it)
 PORT=""
 
-alive() { # PID: running (a zombie is not)
-    local s
-    s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    s=${s##*) }
-    [[ ${s:0:1} != Z ]]
+port_in() { # FILE: sets PORT from the server's "port N" line in FILE; 1 while there is none
+    PORT=$(grep -oE 'port [0-9]+' "$1" | head -n1 | cut -d' ' -f2)
+    [[ -n $PORT ]]
 }
 
 start_server() { # IMPL [WRAPPER...]: sets SPID, WPID and PORT; 1 when it does not come up
@@ -184,12 +145,7 @@ start_server() { # IMPL [WRAPPER...]: sets SPID, WPID and PORT; 1 when it does n
     WPID=$!
     SPID=$WPID
     PORT=""
-    for _ in $(seq 1 200); do   # 20 s
-        alive "$WPID" || break
-        PORT=$(grep -oE 'port [0-9]+' "$so" | head -n1 | cut -d' ' -f2)
-        [[ -n $PORT ]] && break
-        sleep 0.1
-    done
+    wait_for "$WPID" 200 port_in "$so"   # 20 s
     cat "$so" >>"$log"
     if [[ -n $PORT && $# -gt 0 ]]; then   # wrapped: the server is the wrapper's child
         SPID=$(awk '{ print $1 }' "/proc/$WPID/task/$WPID/children" 2>/dev/null)
@@ -203,24 +159,6 @@ start_server() { # IMPL [WRAPPER...]: sets SPID, WPID and PORT; 1 when it does n
     return 1
 }
 
-stop_server() { # SIGTERM to the server, up to 8 s to drain (twine: 5 s), then SIGKILL; sets SRV_RC
-    SRV_RC=""
-    [[ -n $WPID ]] || return 0
-    kill -TERM "$SPID" 2>/dev/null || true
-    for _ in $(seq 1 80); do
-        alive "$WPID" || break
-        sleep 0.1
-    done
-    if alive "$WPID"; then
-        echo "chat/run.sh: pid $SPID ignored SIGTERM for 8 s; killed" >&2
-        kill -KILL "$SPID" 2>/dev/null || true
-        [[ $SPID != "$WPID" ]] && kill -TERM "$WPID" 2>/dev/null
-    fi
-    SRV_RC=0
-    wait "$WPID" 2>/dev/null || SRV_RC=$?
-    SPID=""
-    WPID=""
-}
 trap 'stop_server' EXIT
 trap 'exit 130' INT TERM
 
@@ -232,18 +170,7 @@ chatload() { # IMPL ARGS...: on the load CPU against the current server
 }
 
 # ---- results ------------------------------------------------------------------------
-own_raw=0
-if [[ -z $raw ]]; then
-    own_raw=1
-    stamp=$(date -u +%Y%m%d-%H%M%S)
-    ((quick)) && stamp="quick-$stamp"
-    raw=$rel/bench/chat-results-$stamp.txt
-    {
-        echo "# twine chat fan-out benchmark, $(date -u '+%Y-%m-%d %H:%M:%S UTC')$( ((quick)) && echo ' (BENCH_QUICK)')"
-        echo "# host: $(uname -srm); $(nproc) CPUs;$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- || true)"
-        echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-    } >"$raw"
-fi
+open_raw chat "twine chat fan-out benchmark, $(date -u '+%Y-%m-%d %H:%M:%S UTC')$( ((quick)) && echo ' (BENCH_QUICK)')"
 mark="# chat: tests/bench/chat/run.sh, pid $$, started $(date -u +%H:%M:%S.%N)"   # the tables read from here on
 {
     echo "$mark"
@@ -260,14 +187,9 @@ n_jobs=$((REPS * 2 * n))
 ((have_perf)) && [[ " ${impls[*]} " == *" twine "* ]] && n_jobs=$((n_jobs + 1))
 job=0
 t_start=$(date +%s)
-progress() { job=$((job + 1)); T0=$(date +%s%N); printf '[%2d/%d] %-36s' "$job" "$n_jobs" "$*" >&2; }
-done_msg() {
-    local ms=$((($(date +%s%N) - T0) / 1000000))
-    printf ' %4d.%02d s  %s\n' $((ms / 1000)) $((ms % 1000 / 10)) "$*" >&2
-}
 
 run_workload() { # REP WORKLOAD IMPL
-    local rep=$1 w=$2 impl=$3 res rc=0 ok=1 why=""
+    local rep=$1 w=$2 impl=$3 res rc=0 ok why
     progress "chat rep $rep/$REPS $w $impl"
     if ! start_server "$impl"; then
         failures=$((failures + 1))
@@ -279,26 +201,11 @@ run_workload() { # REP WORKLOAD IMPL
         max) res=$(chatload "$impl" --secs "$SECS" --warmup "$WARMUP") || rc=$? ;;
         rate) res=$(chatload "$impl" --secs "$SECS" --warmup "$WARMUP" --rate "$RATE") || rc=$? ;;
     esac
-    local was_alive=1
-    alive "$SPID" || was_alive=0
-    stop_server
-    ((rc == 0)) || { ok=0; why="chatload exit $rc"; }
-    [[ $res == *" ok=1"* ]] || { ok=0; why="${why:+$why, }chatload's checks failed"; }
-    ((was_alive)) || { ok=0; why="${why:+$why, }server died"; }
-    if [[ $impl == twine && $SRV_RC != 0 ]]; then
-        ok=0
-        why="${why:+$why, }exit status $SRV_RC after SIGTERM (expected 0)"
-    fi
+    check_run "$impl" "$rc" "$res" '* ok=1*' chatload "chatload's checks failed"
     res=${res:-RESULT bench=chat impl=$impl status=no_output}
     res=${res% ok=[01]}
     echo "$res workload=$w srv_rc=$SRV_RC ok=$ok rep=$rep" >>"$raw"
-    if ((ok)); then
-        done_msg "$(grep -oE 'delivered_per_s=[0-9]+' <<<"$res") $(grep -oE ' p99_us=[0-9.]+' <<<"$res")"
-    else
-        failures=$((failures + 1))
-        done_msg "FAILED: $why"
-        echo "    $res" >&2
-    fi
+    run_done "$(grep -oE 'delivered_per_s=[0-9]+' <<<"$res") $(grep -oE ' p99_us=[0-9.]+' <<<"$res")" "$res"
 }
 
 # The system-call check (see the header): strace -C around one max run.
@@ -419,11 +326,11 @@ count_syscalls_perf() { # IMPL
 }
 
 # ---- run ------------------------------------------------------------------------------
-(($(nproc) >= 2)) || echo "chat/run.sh: warning: one CPU; server and chatload share it" >&2
+warn_one_cpu chatload
 for rep in $(seq 1 "$REPS"); do
     for w in max rate; do
-        for k in $(seq 0 $((n - 1))); do
-            run_workload "$rep" "$w" "${impls[$(((k + rep - 1) % n))]}"
+        for i in $(rotated "$rep"); do
+            run_workload "$rep" "$w" "$i"
         done
     done
 done

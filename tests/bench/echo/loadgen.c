@@ -29,28 +29,19 @@
  *              3 other server-side errors (resets, early EOF, refused, timeouts).
  *
  * Copied from the shared benchmark harness (shared/bench/loadgen.c, 2026-11-25) into
- * tests/bench/echo/ so that `make bench` does not depend on it; unchanged apart from this note.
+ * tests/bench/echo/ so that `make bench` does not depend on it; unchanged apart from this
+ * note and the pieces it shares with tests/bench/chat/chatload.c, which moved as they were
+ * into tests/bench/loadgen_common.h (clock, latency histogram, CPU accounting, socket and
+ * epoll helpers).
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
+#define LG_NAME "loadgen"
+#include "../loadgen_common.h"
+
 #include <getopt.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <strings.h>
-#include <sys/epoll.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <time.h>
-#include <unistd.h>
 
 #define PATLEN (1u << 20) /* pattern period; buffer holds two periods */
 #define MAXEV 1024
@@ -118,89 +109,7 @@ struct conn {
 /* number of connections per state group */
 static int n_pending, n_ready, n_active;
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void die(const char *msg)
-{
-    fprintf(stderr, "loadgen: %s: %s\n", msg, strerror(errno));
-    exit(1);
-}
-
-/* ------------------------------------------------------------------ */
-/* latency histogram: log-linear, 64 sub-buckets per power of two (ns)  */
-
-#define HSUB_BITS 6
-#define HSUB (1 << HSUB_BITS)
-#define HBUCKETS ((64 - HSUB_BITS + 1) * HSUB)
-static uint64_t hist[HBUCKETS];
-static uint64_t hist_n, hist_max, hist_sum;
-
-static inline unsigned hidx(uint64_t v)
-{
-    if (v < 2 * HSUB)
-        return (unsigned)v;
-    unsigned msb = 63u - (unsigned)__builtin_clzll(v);
-    return (msb - HSUB_BITS + 1) * HSUB + (unsigned)((v >> (msb - HSUB_BITS)) & (HSUB - 1));
-}
-
-static void hbounds(unsigned i, uint64_t *lo, uint64_t *width)
-{
-    if (i < 2 * HSUB) {
-        *lo = i;
-        *width = 1;
-        return;
-    }
-    unsigned msb = i / HSUB + HSUB_BITS - 1;
-    unsigned sub = i % HSUB;
-    *lo = (uint64_t)(HSUB + sub) << (msb - HSUB_BITS);
-    *width = 1ull << (msb - HSUB_BITS);
-}
-
-static inline void hist_add(uint64_t v)
-{
-    hist[hidx(v)]++;
-    hist_n++;
-    hist_sum += v;
-    if (v > hist_max)
-        hist_max = v;
-}
-
-static void hist_reset(void)
-{
-    memset(hist, 0, sizeof hist);
-    hist_n = hist_max = hist_sum = 0;
-}
-
-/* value (in microseconds) at quantile q */
-static double hist_q(double q)
-{
-    if (hist_n == 0)
-        return 0;
-    double exact = q * (double)hist_n;
-    uint64_t target = (uint64_t)exact;
-    if ((double)target < exact)
-        target++; /* ceil */
-    if (target < 1)
-        target = 1;
-    uint64_t cum = 0;
-    for (unsigned i = 0; i < HBUCKETS; i++) {
-        cum += hist[i];
-        if (cum >= target) {
-            uint64_t lo, w;
-            hbounds(i, &lo, &w);
-            double v = (double)lo + (double)(w - 1) / 2.0;
-            if (v > (double)hist_max)
-                v = (double)hist_max;
-            return v / 1000.0;
-        }
-    }
-    return (double)hist_max / 1000.0;
-}
+static struct hist lat; /* latency (pingpong: per message; connect: per connection) */
 
 /* ------------------------------------------------------------------ */
 /* server process statistics (via --pid)                               */
@@ -220,44 +129,6 @@ static long proc_rss_kb(int pid)
         }
     fclose(f);
     return kb;
-}
-
-/* utime+stime of a process, in clock ticks, or -1 */
-static long long proc_cpu_ticks(int pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    if (!p)
-        return -1;
-    p += 2; /* field 3 (state) */
-    unsigned long long ut = 0, st = 0;
-    /* skip fields 3..13, then read 14 (utime) and 15 (stime) */
-    for (int field = 3; field < 14; field++) {
-        p = strchr(p, ' ');
-        if (!p)
-            return -1;
-        p++;
-    }
-    if (sscanf(p, "%llu %llu", &ut, &st) != 2)
-        return -1;
-    return (long long)(ut + st);
-}
-
-static double self_cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
 }
 
 /* ------------------------------------------------------------------ */
@@ -285,12 +156,7 @@ static void set_state(struct conn *c, int st)
 
 static void set_events(struct conn *c, uint32_t ev)
 {
-    if (c->events == ev)
-        return;
-    struct epoll_event e = {.events = ev, .data.ptr = c};
-    if (epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &e) < 0)
-        die("epoll_ctl MOD");
-    c->events = ev;
+    epoll_set(epfd, c->fd, &c->events, ev, c);
 }
 
 static void conn_close(struct conn *c, int newstate)
@@ -370,14 +236,10 @@ static int start_connect(struct conn *c)
 {
     c->events = 0;
     c->sent = c->rcvd = 0;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = tcp_socket_nb(g_mode != M_CONNECT);
     if (fd < 0) {
         count_errno(errno, 1);
         return -1;
-    }
-    if (g_mode != M_CONNECT) {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
     c->fd = fd;
     c->t0 = now_ns();
@@ -405,9 +267,7 @@ static int start_connect(struct conn *c)
             return -1;
         }
     }
-    struct epoll_event e = {.events = ev, .data.ptr = c};
-    if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &e) < 0)
-        die("epoll_ctl ADD");
+    epoll_add(epfd, fd, ev, c);
     c->events = ev;
     set_state(c, st);
     if (r == 0 && st == ST_CONNECTING)
@@ -563,10 +423,7 @@ static void handle(struct conn *c, uint32_t ev)
 {
     switch (c->state) {
     case ST_CONNECTING: {
-        int e = 0;
-        socklen_t l = sizeof e;
-        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &l) < 0)
-            e = errno;
+        int e = connect_result(c->fd);
         if (e) {
             conn_fail(c, e);
             return;
@@ -607,7 +464,7 @@ static void handle(struct conn *c, uint32_t ev)
             if (msg_recv(c) == 1) {
                 uint64_t t = now_ns();
                 if (measuring) {
-                    hist_add(t - c->t0);
+                    hist_add(&lat, t - c->t0);
                     m_ops++;
                 }
                 c->seq++;
@@ -630,7 +487,7 @@ static void handle(struct conn *c, uint32_t ev)
             if (msg_recv(c) == 1) {
                 uint64_t t = now_ns();
                 if (measuring) {
-                    hist_add(t - c->t0);
+                    hist_add(&lat, t - c->t0);
                     m_ops++;
                 }
                 if (o.close_rst) {
@@ -658,15 +515,7 @@ static uint64_t idle_poll_ns; /* time spent in busy polls that found nothing */
 
 static void run_events(int timeout_ms)
 {
-    uint64_t t0 = timeout_ms == 0 ? now_ns() : 0;
-    int n = epoll_wait(epfd, evs, MAXEV, timeout_ms);
-    if (n == 0 && timeout_ms == 0)
-        idle_poll_ns += now_ns() - t0;
-    if (n < 0) {
-        if (errno == EINTR)
-            return;
-        die("epoll_wait");
-    }
+    int n = epoll_poll(epfd, evs, MAXEV, timeout_ms, &idle_poll_ns);
     for (int i = 0; i < n; i++)
         handle((struct conn *)evs[i].data.ptr, evs[i].events);
 }
@@ -755,29 +604,25 @@ static void run_timed(struct conn *slots, int nslots, struct window *w)
     uint64_t t_start = now_ns();
     uint64_t t_meas = t_start + (uint64_t)(o.warmup * 1e9);
     uint64_t t_end = t_meas + (uint64_t)(o.secs * 1e9);
-    uint64_t t_m0 = 0, last_scan = 0;
+    uint64_t last_scan = 0;
     uint64_t iv = o.interval > 0 ? (uint64_t)(o.interval * 1e9) : 0, t_iv = 0, iv_ops = 0, iv_bytes = 0;
-    double cpu0 = 0;
-    long long srv0 = -1;
+    struct cpu_window win = {0};
     measuring = 0;
     for (;;) {
         uint64_t t = now_ns();
         if (!measuring && t >= t_meas) {
             measuring = 1;
             m_ops = m_bytes = 0;
-            hist_reset();
-            t_m0 = t;
-            cpu0 = self_cpu_s();
+            hist_reset(&lat);
+            cpu_window_start(&win, t, o.pid);
             idle_poll_ns = 0;
-            if (o.pid > 0)
-                srv0 = proc_cpu_ticks(o.pid);
             t_iv = t;
             iv_ops = iv_bytes = 0;
         }
         if (iv && measuring && t - t_iv >= iv) {
             /* --interval: progress line on stderr */
             double dt = (double)(t - t_iv) / 1e9;
-            fprintf(stderr, "loadgen: t=%.1fs ops/s=%.0f MB/s=%.1f\n", (double)(t - t_m0) / 1e9,
+            fprintf(stderr, "loadgen: t=%.1fs ops/s=%.0f MB/s=%.1f\n", (double)(t - win.t0) / 1e9,
                     (double)(m_ops - iv_ops) / dt, (double)(m_bytes - iv_bytes) / dt / 1e6);
             t_iv = t;
             iv_ops = m_ops;
@@ -834,19 +679,13 @@ static void run_timed(struct conn *slots, int nslots, struct window *w)
             to = 1;
         run_events(o.busy_poll ? 0 : to);
     }
-    uint64_t t_m1 = now_ns();
-    w->wall = t_m0 ? (double)(t_m1 - t_m0) / 1e9 : 0;
+    double self_s;
+    cpu_window_end(&win, &w->wall, &self_s, &w->srv_cpu);
     /* loadgen CPU use; with busy polling, the time spent in polls that found
      * nothing is spare capacity and is not counted */
-    w->lg_cpu = w->wall > 0 ? 100.0 * (self_cpu_s() - cpu0 - (double)idle_poll_ns / 1e9) / w->wall : 0;
+    w->lg_cpu = w->wall > 0 ? 100.0 * (self_s - (double)idle_poll_ns / 1e9) / w->wall : 0;
     if (w->lg_cpu < 0)
         w->lg_cpu = 0;
-    w->srv_cpu = -1;
-    if (o.pid > 0 && srv0 >= 0 && w->wall > 0) {
-        long long srv1 = proc_cpu_ticks(o.pid);
-        if (srv1 >= 0)
-            w->srv_cpu = 100.0 * (double)(srv1 - srv0) / (double)sysconf(_SC_CLK_TCK) / w->wall;
-    }
     measuring = 0;
 }
 
@@ -902,9 +741,8 @@ static int do_pingpong(void)
     double rate = w.wall > 0 ? (double)m_ops / w.wall : 0;
     printf("mode=pingpong conns=%d established=%d size=%d msgs=%llu msgs_per_s=%.0f mean_us=%.1f p50_us=%.1f "
            "p99_us=%.1f p999_us=%.1f max_us=%.1f",
-           o.conns, est, o.size, (unsigned long long)m_ops, rate,
-           hist_n ? (double)hist_sum / (double)hist_n / 1000.0 : 0, hist_q(0.50), hist_q(0.99), hist_q(0.999),
-           (double)hist_max / 1000.0);
+           o.conns, est, o.size, (unsigned long long)m_ops, rate, hist_mean_us(&lat), hist_q(&lat, 0.50),
+           hist_q(&lat, 0.99), hist_q(&lat, 0.999), hist_max_us(&lat));
     print_window(&w);
     print_errors();
     printf("\n");
@@ -959,8 +797,8 @@ static int do_connect(void)
     close_all(cs, o.conns);
     double rate = w.wall > 0 ? (double)m_ops / w.wall : 0;
     printf("mode=connect conc=%d size=%d close=%s conns=%llu conns_per_s=%.0f p50_us=%.1f p90_us=%.1f p99_us=%.1f max_us=%.1f",
-           o.conns, o.size, o.close_rst ? "rst" : "fin", (unsigned long long)m_ops, rate, hist_q(0.50), hist_q(0.90), hist_q(0.99),
-           (double)hist_max / 1000.0);
+           o.conns, o.size, o.close_rst ? "rst" : "fin", (unsigned long long)m_ops, rate, hist_q(&lat, 0.50),
+           hist_q(&lat, 0.90), hist_q(&lat, 0.99), hist_max_us(&lat));
     print_window(&w);
     print_errors();
     printf("\n");
@@ -1349,10 +1187,7 @@ int main(int argc, char **argv)
 
     /* raise the fd limit to the hard limit */
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
+    raise_nofile(&rl);
 
     if (strcmp(mode, "freeport") == 0)
         return do_freeport();
@@ -1361,10 +1196,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "loadgen: --port is required\n");
         usage();
     }
-    memset(&g_addr, 0, sizeof g_addr);
-    g_addr.sin_family = AF_INET;
-    g_addr.sin_port = htons((uint16_t)o.port);
-    g_addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK); /* 127.0.0.1 only */
+    g_addr = loopback_addr(o.port); /* 127.0.0.1 only */
 
     if (strcmp(mode, "probe") == 0)
         return do_probe();
@@ -1394,9 +1226,7 @@ int main(int argc, char **argv)
     }
     memcpy(pat + PATLEN, pat, PATLEN);
 
-    epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (epfd < 0)
-        die("epoll_create1");
+    epfd = epoll_new();
 
     if (strcmp(mode, "pingpong") == 0) {
         g_mode = M_PINGPONG;

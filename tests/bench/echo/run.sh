@@ -8,8 +8,10 @@
 #
 # The load generator and the peer servers are copies of the shared benchmark
 # harness (shared/bench: loadgen.c, echo_epoll.c, echo_libevent.c, echo_libuv.c,
-# echo_twisted.py; see their headers); they are built here into
-# REL_DIR/bench/echo/.  twine's server is REL_DIR/examples/echo-server, brought
+# echo_twisted.py; see their headers; loadgen.c shares some of its code with
+# tests/bench/chat/chatload.c in tests/bench/loadgen_common.h); they are built
+# here into REL_DIR/bench/echo/.  What this script shares with
+# tests/bench/chat/run.sh is in tests/bench/lib.sh.  twine's server is REL_DIR/examples/echo-server, brought
 # up to date with make when REL_DIR is inside the tree.
 #
 # Server pinned to CPU $BENCH_SERVER_CPU (0), loadgen to $BENCH_LOAD_CPU (1).
@@ -50,43 +52,30 @@
 # performance target is not a failure.
 set -uo pipefail
 
-[[ $# -ge 1 && $# -le 2 ]] || { echo "usage: $0 REL_DIR [RAW_FILE]" >&2; exit 2; }
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../../.." && pwd)
-rel=$(cd "$1" && pwd)
-out=$rel/bench/echo
-raw=${2:-}
-cd "$root" || exit 2
+# shellcheck source=tests/bench/lib.sh
+. "$here/../lib.sh"
+bench_init echo "$@"
 
-REPS=${BENCH_REPS:-3}
 WARMUP=${BENCH_ECHO_WARMUP:-0.5}
 SECS=${BENCH_ECHO_SECS:-1.5}
 IDLE_CONNS=${BENCH_ECHO_IDLE_CONNS:-10000}
 IDLE_HOLD=${BENCH_ECHO_IDLE_HOLD:-0.5}
 CNT_SHORT=0.1   # the two counted runs (s): the short one measures connection setup and
 CNT_LONG=1.0    # teardown, which the difference cancels (rates drift between runs here)
-quick=0
-if [[ ${BENCH_QUICK:-0} == 1 ]]; then
-    quick=1
-    REPS=${BENCH_REPS:-1}
+if ((quick)); then
     WARMUP=${BENCH_ECHO_WARMUP:-0.2}
     SECS=${BENCH_ECHO_SECS:-0.5}
     IDLE_CONNS=${BENCH_ECHO_IDLE_CONNS:-2000}
     IDLE_HOLD=${BENCH_ECHO_IDLE_HOLD:-0.3}
     CNT_LONG=0.6
 fi
-SERVER_CPU=${BENCH_SERVER_CPU:-0}
-LOAD_CPU=${BENCH_LOAD_CPU:-1}
 IMPLS=${BENCH_ECHO_IMPLS:-"twine epoll libevent libuv twisted"}
 WORKLOADS=${BENCH_ECHO_WORKLOADS-"pp1 pp100 pp1000 stream connect idle"}
 COUNTS=${BENCH_ECHO_COUNTS:-1}
-PY=/usr/bin/python3
-TWINE=$rel/examples/echo-server
 LG=$out/loadgen
 
 # ---- build --------------------------------------------------------------------
-CC=${CC:-cc}
-mkdir -p "$out"
 CF="-O2 -g -Wall -Wextra -Werror"
 # shellcheck disable=SC2086,SC2046
 {
@@ -95,32 +84,8 @@ CF="-O2 -g -Wall -Wextra -Werror"
     $CC $CF -o "$out/echo_libevent" "$here/echo_libevent.c" $(pkg-config --cflags --libs libevent) &&
     $CC $CF -o "$out/echo_libuv" "$here/echo_libuv.c" $(pkg-config --cflags --libs libuv)
 } || { echo "echo/run.sh: building the load generator and the peer servers failed" >&2; exit 2; }
-failures=0
-twine_missing=0
-rel_in_tree=${rel#"$root"/}
-if [[ $rel_in_tree != "$rel" ]]; then
-    make -s -C "$root" --no-print-directory "$rel_in_tree/examples/echo-server" >&2 || true
-fi
-if [[ ! -x $TWINE ]]; then
-    echo "echo/run.sh: $TWINE is missing or did not build; twine's rows will be empty" >&2
-    twine_missing=1
-    failures=$((failures + 1))
-fi
-have_twisted=1
-$PY -c 'import twisted.internet.epollreactor' 2>/dev/null || have_twisted=0
-
-impls=""
-for i in $IMPLS; do
-    case $i in
-        twine) ((twine_missing)) && continue ;;
-        twisted) ((have_twisted)) || { echo "echo/run.sh: python3-twisted not importable; Twisted skipped" >&2; continue; } ;;
-        epoll | libevent | libuv) ;;
-        *) echo "echo/run.sh: unknown server '$i'" >&2; exit 2 ;;
-    esac
-    impls="$impls $i"
-done
-read -r -a impls <<<"$impls"
-((${#impls[@]})) || { echo "echo/run.sh: no server to run" >&2; exit 1; }
+twine_server echo-server
+choose_impls "epoll libevent libuv" twisted.internet.epollreactor
 
 # 10,000 idle connections need as many descriptors in the server and in loadgen
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -153,9 +118,8 @@ have_cg=0
 command -v valgrind >/dev/null && command -v callgrind_control >/dev/null && have_cg=1
 
 # ---- servers --------------------------------------------------------------------
-log=$out/servers.log
-: >"$log"
 SPID=""
+WPID=""
 PORT=""
 
 server_cmd() { # IMPL PORT: sets CMD
@@ -166,14 +130,7 @@ server_cmd() { # IMPL PORT: sets CMD
     esac
 }
 
-alive() { # PID: running (a zombie is not)
-    local s
-    s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    s=${s##*) }
-    [[ ${s:0:1} != Z ]]
-}
-
-start_server() { # IMPL [WRAPPER...]: sets SPID and PORT; 1 when it does not come up
+start_server() { # IMPL [WRAPPER...]: sets SPID (= WPID: the wrappers exec it) and PORT; 1 when it does not come up
     local impl=$1
     shift
     PORT=$("$LG" freeport)
@@ -181,31 +138,12 @@ start_server() { # IMPL [WRAPPER...]: sets SPID and PORT; 1 when it does not com
     echo "== $impl on port $PORT: $* ${CMD[*]}" >>"$log"
     taskset -c "$SERVER_CPU" "$@" "${CMD[@]}" >>"$log" 2>&1 </dev/null &
     SPID=$!
-    for _ in $(seq 1 300); do   # 30 s (valgrind starts slowly)
-        alive "$SPID" || break
-        "$LG" probe --port "$PORT" && return 0
-        sleep 0.1
-    done
+    WPID=$SPID
+    # 30 s (valgrind starts slowly)
+    wait_for "$SPID" 300 "$LG" probe --port "$PORT" && return 0
     echo "echo/run.sh: $impl did not start listening on port $PORT (see $log)" >&2
     stop_server
     return 1
-}
-
-stop_server() { # SIGTERM, up to 8 s to drain (twine: 5 s), then SIGKILL; sets SRV_RC
-    SRV_RC=""
-    [[ -n $SPID ]] || return 0
-    kill -TERM "$SPID" 2>/dev/null || true
-    for _ in $(seq 1 80); do
-        alive "$SPID" || break
-        sleep 0.1
-    done
-    if alive "$SPID"; then
-        echo "echo/run.sh: pid $SPID ignored SIGTERM for 8 s; killed" >&2
-        kill -KILL "$SPID" 2>/dev/null || true
-    fi
-    SRV_RC=0
-    wait "$SPID" 2>/dev/null || SRV_RC=$?
-    SPID=""
 }
 trap 'stop_server' EXIT
 trap 'exit 130' INT TERM
@@ -229,15 +167,10 @@ if ((have_cg)); then
 fi
 job=0
 t_start=$(date +%s)
-progress() { job=$((job + 1)); T0=$(date +%s%N); printf '[%2d/%d] %-36s' "$job" "$n_jobs" "$*" >&2; }
-done_msg() {
-    local ms=$((($(date +%s%N) - T0) / 1000000))
-    printf ' %4d.%02d s  %s\n' $((ms / 1000)) $((ms % 1000 / 10)) "$*" >&2
-}
 
 # ---- one throughput / memory workload on a fresh server ---------------------------
 run_workload() { # REP WORKLOAD IMPL
-    local rep=$1 w=$2 impl=$3 res rc=0 ok=1 why="" tmo
+    local rep=$1 w=$2 impl=$3 res rc=0 ok why tmo
     progress "echo rep $rep/$REPS $w $impl"
     if ! start_server "$impl"; then
         failures=$((failures + 1))
@@ -259,24 +192,9 @@ run_workload() { # REP WORKLOAD IMPL
             res=$(lg 150 idle --conns "$IDLE_CONNS" --size 64 --secs "$IDLE_HOLD") || rc=$?
             ;;
     esac
-    local was_alive=1
-    alive "$SPID" || was_alive=0
-    stop_server
-    ((rc == 0)) || { ok=0; why="loadgen exit $rc"; }
-    [[ $res == *" errors=0 "* ]] || { ok=0; why="${why:+$why, }loadgen counted errors"; }
-    ((was_alive)) || { ok=0; why="${why:+$why, }server died"; }
-    if [[ $impl == twine && $SRV_RC != 0 ]]; then
-        ok=0
-        why="${why:+$why, }exit status $SRV_RC after SIGTERM (expected 0)"
-    fi
+    check_run "$impl" "$rc" "$res" '* errors=0 *' loadgen "loadgen counted errors"
     emit "RESULT bench=echo impl=$impl workload=$w ${res:-status=no_output} srv_rc=$SRV_RC ok=$ok rep=$rep"
-    if ((ok)); then
-        done_msg "$(grep -oE '(msgs_per_s|mb_per_s|conns_per_s|rss_per_conn_b)=[0-9.]+' <<<"$res" | head -n1)"
-    else
-        failures=$((failures + 1))
-        done_msg "FAILED: $why"
-        echo "    $res" >&2
-    fi
+    run_done "$(grep -oE '(msgs_per_s|mb_per_s|conns_per_s|rss_per_conn_b)=[0-9.]+' <<<"$res" | head -n1)" "$res"
 }
 
 # ---- the noise-free figures ---------------------------------------------------------
@@ -400,18 +318,7 @@ count_instructions() { # IMPL
 }
 
 # ---- run ----------------------------------------------------------------------------
-own_raw=0
-if [[ -z $raw ]]; then
-    own_raw=1
-    stamp=$(date -u +%Y%m%d-%H%M%S)
-    ((quick)) && stamp="quick-$stamp"
-    raw=$rel/bench/echo-results-$stamp.txt
-    {
-        echo "# twine echo-server benchmark, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-        echo "# host: $(uname -srm); $(nproc) CPUs;$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- || true)"
-        echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-    } >"$raw"
-fi
+open_raw echo "twine echo-server benchmark, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 {
     echo "# echo: reps=$REPS, server on CPU $SERVER_CPU, loadgen on CPU $LOAD_CPU; ping-pong/stream/connect ${WARMUP} s warm-up + ${SECS} s;" \
          "idle $IDLE_CONNS connections held ${IDLE_HOLD} s; servers [${impls[*]}]"
@@ -420,22 +327,20 @@ fi
 } >>"$raw"
 ((twine_missing)) && echo "FAILED rep=0: echo twine: $TWINE missing (did not build)" >>"$raw"
 
-nproc_=$(nproc)
-((nproc_ >= 2)) || echo "echo/run.sh: warning: $nproc_ CPU; server and loadgen share it" >&2
+warn_one_cpu loadgen
 
 [[ $sys_tool == none ]] && ((COUNTS)) && echo "echo/run.sh: neither perf nor strace: no system-call counts" >&2
-n=${#impls[@]}
 for rep in $(seq 1 "$REPS"); do
     for w in $WORKLOADS; do
-        for k in $(seq 0 $((n - 1))); do
-            run_workload "$rep" "$w" "${impls[$(((k + rep - 1) % n))]}"
+        for i in $(rotated "$rep"); do
+            run_workload "$rep" "$w" "$i"
         done
     done
     # the system-call count depends on how many events one epoll_wait returns,
     # which drifts with the machine's state: one count per round, medians
     if [[ $sys_tool != none ]]; then
-        for k in $(seq 0 $((n - 1))); do
-            count_syscalls "$rep" "${impls[$(((k + rep - 1) % n))]}"
+        for i in $(rotated "$rep"); do
+            count_syscalls "$rep" "$i"
         done
     fi
 done
