@@ -23,6 +23,7 @@
 #define LOG_DOMAIN "chat"
 #define NICK_MAX 16
 #define KEEP_OUT 16384          /* a client's out buffer above this is freed once traffic is light */
+#define LIGHT_TURNS 64          /* ... that is, after this many small flushes in a row */
 #define SLOW_KILL TW_SEC(2)     /* a dropped client that does not take its notice: abort */
 
 typedef struct client client_t;
@@ -36,6 +37,7 @@ struct client {
     char nick[NICK_MAX + 1];
     char *out;                         /* lines gathered this iteration */
     size_t out_len, out_cap;
+    unsigned light;                    /* flushes in a row that were small */
     tw_timer_t slow;                   /* runs while owed more than max_queue */
     tw_timer_t kill;                   /* runs once dropped */
 };
@@ -285,10 +287,12 @@ static void flush_all(tw_chat_server_t *s)
             c->out_len = 0;
             check_owed(c);
         }
-        /* A big buffer is kept while the room is busy (freeing and growing
-         * it again every turn costs more than the fan-out itself) and given
-         * back on the first light turn. */
-        if (c->out_cap > KEEP_OUT && n <= KEEP_OUT / 4) {
+        /* A big buffer is kept while the room is busy -- freeing and
+         * growing it again, with glibc giving the heap top back to the
+         * kernel in between, cost more than the fan-out itself -- and given
+         * back after LIGHT_TURNS small flushes in a row. */
+        c->light = n <= KEEP_OUT / 4 ? c->light + 1 : 0;
+        if (c->out_cap > KEEP_OUT && c->light >= LIGHT_TURNS) {
             free(c->out);
             c->out = NULL;
             c->out_cap = c->out_len = 0;

@@ -11,6 +11,7 @@
  * when it is freed. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -38,7 +39,8 @@
 #define S_FILE_SOON   0x4000u /* a soon call to read the file is pending */
 #define S_NOREAD      0x8000u /* write-only, and nothing to watch for reading */
 
-#define CHUNK_MIN   16384
+#define CHUNK_SIZE  16384 /* what does not fit goes in chunks of this size */
+#define CHUNK_CACHE 64    /* free chunks a thread keeps: 1 MiB at most */
 #define IOV_BATCH   64
 
 struct tw__chunk {
@@ -60,12 +62,72 @@ static inline tw__stream_t *stream_of(tw_transport_t *t)
 
 /* ---- closing ---------------------------------------------------------- */
 
+/* Queue chunks are all one size and recycled through a small per-thread
+ * cache: a busy writer (a chat fan-out, a stream to a slow reader) would
+ * otherwise malloc and free tens of kilobytes a turn, and glibc would give
+ * the top of the heap back to the kernel and take it again each time (brk,
+ * TLB flushes): that churn cost more than the copying.  Streams live in
+ * their reactor's thread, so the cache needs no lock. */
+static _Thread_local struct {
+    tw__chunk_t *head;
+    int n;
+    bool armed; /* the thread-exit destructor will empty it */
+} chunk_cache;
+
+static pthread_key_t chunk_key;
+static pthread_once_t chunk_once = PTHREAD_ONCE_INIT;
+
+static void chunk_cache_drain(void *unused)
+{
+    (void)unused;
+    while (chunk_cache.head) {
+        tw__chunk_t *c = chunk_cache.head;
+        chunk_cache.head = c->next;
+        free(c);
+    }
+    chunk_cache.n = 0;
+    chunk_cache.armed = false;
+}
+
+static void chunk_key_make(void)
+{
+    if (pthread_key_create(&chunk_key, chunk_cache_drain) != 0)
+        chunk_key = (pthread_key_t)-1;
+}
+
+static tw__chunk_t *chunk_new(void)
+{
+    tw__chunk_t *c = chunk_cache.head;
+    if (c) {
+        chunk_cache.head = c->next;
+        chunk_cache.n--;
+        return c;
+    }
+    return malloc(sizeof *c + CHUNK_SIZE);
+}
+
+static void chunk_free(tw__chunk_t *c)
+{
+    if (!chunk_cache.armed) { /* a thread that ends gives its cache back */
+        pthread_once(&chunk_once, chunk_key_make);
+        chunk_cache.armed = chunk_key != (pthread_key_t)-1 &&
+                            pthread_setspecific(chunk_key, &chunk_cache) == 0;
+    }
+    if (chunk_cache.armed && chunk_cache.n < CHUNK_CACHE) {
+        c->next = chunk_cache.head;
+        chunk_cache.head = c;
+        chunk_cache.n++;
+    } else {
+        free(c);
+    }
+}
+
 static void stream_free_queue(tw__stream_t *s)
 {
     while (s->qhead) {
         tw__chunk_t *c = s->qhead;
         s->qhead = c->next;
-        free(c);
+        chunk_free(c);
     }
     s->qtail = NULL;
     s->queued = 0;
@@ -303,23 +365,25 @@ static int stream_enqueue(tw__stream_t *s, const char *data, size_t len)
         data += k;
         len -= k;
     }
-    if (!len)
-        return 0;
-    size_t cap = len > CHUNK_MIN ? len : CHUNK_MIN;
-    tw__chunk_t *c = malloc(sizeof *c + cap);
-    if (!c)
-        return -ENOMEM;
-    c->next = NULL;
-    c->off = 0;
-    c->len = len;
-    c->cap = cap;
-    memcpy(c->data, data, len);
-    if (t)
-        t->next = c;
-    else
-        s->qhead = c;
-    s->qtail = c;
-    s->queued += len;
+    while (len) {
+        tw__chunk_t *c = chunk_new();
+        if (!c)
+            return -ENOMEM;
+        size_t k = len < CHUNK_SIZE ? len : CHUNK_SIZE;
+        c->next = NULL;
+        c->off = 0;
+        c->len = k;
+        c->cap = CHUNK_SIZE;
+        memcpy(c->data, data, k);
+        if (s->qtail)
+            s->qtail->next = c;
+        else
+            s->qhead = c;
+        s->qtail = c;
+        s->queued += k;
+        data += k;
+        len -= k;
+    }
     return 0;
 }
 
@@ -345,7 +409,7 @@ static int stream_flush(tw__stream_t *s)
             }
             w -= (ssize_t)c->len;
             s->qhead = c->next;
-            free(c);
+            chunk_free(c);
         }
         if (!s->qhead)
             s->qtail = NULL;
