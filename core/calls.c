@@ -112,13 +112,16 @@ int tw_call_from_thread(tw_reactor_t *r, tw_call_cb cb, void *arg)
  *
  * While calls keep coming, a shard's `pending` stays set, so its producers
  * skip the waker write, and the loop looks again on its next iteration
- * (after polling I/O without blocking).  `pending` is cleared only by a look
- * that finds the shard empty; its next producer then writes the waker, so no
- * call is missed. */
+ * (after polling I/O without blocking).  `pending` is cleared by a look that
+ * finds the shard empty -- or holding a single call: one call is not a
+ * stream, and looking again for the next would cost a system call each time
+ * (a worker handing back one result at a time).  Its next producer then
+ * writes the waker, so no call is missed. */
 int tw__thread_calls_run(tw_reactor_t *r)
 {
     tw__callq_t *run = r->tq_run;
     size_t total = 0, at[TW__XQ_SHARDS] = { 0 };
+    int streaming = 0;
     for (int i = 0; i < TW__XQ_SHARDS; i++)
         pthread_mutex_lock(&r->xq[i].lock);
     for (int i = 0; i < TW__XQ_SHARDS; i++) {
@@ -126,13 +129,15 @@ int tw__thread_calls_run(tw_reactor_t *r)
         tw__callq_t q = x->q;
         x->q = run[i];
         run[i] = q;
-        if (q.n == 0)
+        if (q.n <= 1)
             x->pending = 0;
+        else
+            streaming = 1;
         total += q.n;
     }
     for (int i = TW__XQ_SHARDS - 1; i >= 0; i--)
         pthread_mutex_unlock(&r->xq[i].lock);
-    r->tq_poll = total != 0;
+    r->tq_poll = streaming;
     r->tq_taken = 1;
 
     int busy = -1, nbusy = 0;
