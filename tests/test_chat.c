@@ -341,18 +341,26 @@ static void test_slow_consumer_dropped_at_hard_limit(void **state)
     world_free(w);
 }
 
-static void test_slow_consumer_dropped_after_grace(void **state)
+/* Two clients, max_queue 4 KiB, grace 5 s; a1 stops reading and is owed
+ * 15 lines of 400 bytes: about 6 KiB, over max_queue and under 4x. */
+static world_t *owing_world(void)
 {
-    (void)state;
     tw_chat_options_t opt = { .max_queue = 4096, .grace = TW_SEC(5) };
     world_t *w = named_world(2, &opt);
     tw_transport_pause_reading(&tw_loopback_client(w->lb[1])->base);
     char line[401];
     memset(line, 'z', sizeof line - 1);
     line[sizeof line - 1] = '\0';
-    for (int i = 0; i < 15; i++) /* about 6 KiB: over max_queue, under 4x */
+    for (int i = 0; i < 15; i++)
         send_line(w, 0, line);
     settle(w);
+    return w;
+}
+
+static void test_slow_consumer_dropped_after_grace(void **state)
+{
+    (void)state;
+    world_t *w = owing_world();
     assert_int_equal(tw_chat_server_users(w->chat), 2);
     tw_fake_clock_advance(&w->clock, TW_SEC(4));
     settle(w);
@@ -366,15 +374,7 @@ static void test_slow_consumer_dropped_after_grace(void **state)
 static void test_slow_reader_that_catches_up_stays(void **state)
 {
     (void)state;
-    tw_chat_options_t opt = { .max_queue = 4096, .grace = TW_SEC(5) };
-    world_t *w = named_world(2, &opt);
-    tw_transport_pause_reading(&tw_loopback_client(w->lb[1])->base);
-    char line[401];
-    memset(line, 'z', sizeof line - 1);
-    line[sizeof line - 1] = '\0';
-    for (int i = 0; i < 15; i++)
-        send_line(w, 0, line);
-    settle(w);
+    world_t *w = owing_world();
     tw_fake_clock_advance(&w->clock, TW_SEC(4));
     tw_transport_resume_reading(&tw_loopback_client(w->lb[1])->base);
     settle(w);

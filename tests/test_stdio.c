@@ -810,24 +810,37 @@ static void one_socket_on_both_sides_half_closes(void **state)
     tw_reactor_free(r);
 }
 
+/* A pseudo-terminal pair (the test is skipped where there is none), its
+ * slave side raw, or canonical without echo or output processing. */
+static void open_pty(int *master, int *slave, bool raw)
+{
+    *master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (*master < 0) {
+        print_message("no pseudo-terminals here: %s\n", strerror(errno));
+        skip();
+    }
+    assert_int_equal(grantpt(*master), 0);
+    assert_int_equal(unlockpt(*master), 0);
+    *slave = open(ptsname(*master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+    assert_true(*slave >= 0);
+    struct termios tio;
+    assert_int_equal(tcgetattr(*slave, &tio), 0);
+    if (raw) {
+        cfmakeraw(&tio);
+    } else {
+        tio.c_lflag &= ~(tcflag_t)ECHO;
+        tio.c_oflag &= ~(tcflag_t)OPOST;
+    }
+    assert_int_equal(tcsetattr(*slave, TCSANOW, &tio), 0);
+}
+
 /* A terminal on both sides (0 and 1 as a shell leaves them: one open file
  * description, so one O_NONBLOCK flag), read and written, then put back. */
 static void a_terminal_on_both_sides(void **state)
 {
     (void)state;
-    int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-    if (master < 0) {
-        print_message("no pseudo-terminals here: %s\n", strerror(errno));
-        skip();
-    }
-    assert_int_equal(grantpt(master), 0);
-    assert_int_equal(unlockpt(master), 0);
-    int slave = open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
-    assert_true(slave >= 0);
-    struct termios tio;
-    assert_int_equal(tcgetattr(slave, &tio), 0);
-    cfmakeraw(&tio);
-    assert_int_equal(tcsetattr(slave, TCSANOW, &tio), 0);
+    int master, slave;
+    open_pty(&master, &slave, true);
     int slave_out = fcntl(slave, F_DUPFD_CLOEXEC, 0);
     assert_true(slave_out >= 0);
     assert_false(nonblocking(slave));
@@ -863,20 +876,8 @@ static void a_terminal_on_both_sides(void **state)
 static void a_terminal_keeps_its_flag_until_both_sides_end(void **state)
 {
     (void)state;
-    int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-    if (master < 0) {
-        print_message("no pseudo-terminals here: %s\n", strerror(errno));
-        skip();
-    }
-    assert_int_equal(grantpt(master), 0);
-    assert_int_equal(unlockpt(master), 0);
-    int slave = open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
-    assert_true(slave >= 0);
-    struct termios tio;
-    assert_int_equal(tcgetattr(slave, &tio), 0);
-    tio.c_lflag &= ~(tcflag_t)ECHO; /* canonical: ^D ends the input */
-    tio.c_oflag &= ~(tcflag_t)OPOST;
-    assert_int_equal(tcsetattr(slave, TCSANOW, &tio), 0);
+    int master, slave;
+    open_pty(&master, &slave, false); /* canonical: ^D ends the input */
     int slave_out = fcntl(slave, F_DUPFD_CLOEXEC, 0);
     int seen = fcntl(slave, F_DUPFD_CLOEXEC, 0); /* the terminal, as the shell sees it */
     assert_true(slave_out >= 0 && seen >= 0);
