@@ -224,7 +224,8 @@ FUZZERS      := $(basename $(notdir $(wildcard tests/fuzz/fuzz_*.c)))
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 
-$(B)/fuzz/%: tests/fuzz/%.c $(CORE_SRC) reactors/$(DEFAULT_BACKEND).c
+$(B)/fuzz/%: tests/fuzz/%.c $(CORE_SRC) reactors/$(DEFAULT_BACKEND).c \
+		$(wildcard core/*.h transports/*.h protocols/*.h tests/fuzz/*.h)
 	@mkdir -p $(@D)
 	clang $(BASE) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRC) reactors/$(DEFAULT_BACKEND).c
 

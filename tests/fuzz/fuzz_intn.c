@@ -12,41 +12,15 @@
  * was sent back must be exactly the strings accepted, framed as they came.
  * Always: strings are at most the maximum and NUL-terminated, nothing comes
  * after the receiver stopped or the connection was lost, and the buffer
- * never outgrows the maximum (so a refused length allocates nothing). */
+ * never outgrows the maximum (so a refused length allocates nothing).  The
+ * feeding and the log are in fuzz_receiver.h. */
 #define _GNU_SOURCE
-#include <assert.h>
 #include <errno.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "tw_basic.h"
-#include "tw_string_transport.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz_receiver.h"
 
 static const size_t fz_maxes[] = { 0, 1, 7, 255, 300, 65535, 99999, 4000000000u };
-
-typedef struct fz_log {
-    uint64_t hash;
-    int events, lost, lost_code;
-} fz_log_t;
-
-static void fz_hash(fz_log_t *l, const void *d, size_t n)
-{
-    const unsigned char *p = d;
-    for (size_t i = 0; i < n; i++)
-        l->hash = (l->hash ^ p[i]) * 0x100000001b3ull;
-}
-
-static void fz_event(fz_log_t *l, char tag, const void *d, size_t n)
-{
-    uint64_t len = n;
-    l->events++;
-    fz_hash(l, &tag, 1);
-    fz_hash(l, &len, sizeof len);
-    fz_hash(l, d, n);
-}
 
 typedef struct fz_proto {
     tw_intn_receiver_t ir;
@@ -80,11 +54,8 @@ static void fz_exceeded(tw_intn_receiver_t *ir, size_t length)
 
 static void fz_lost(tw_protocol_t *pr, const tw_failure_t *reason)
 {
-    fz_proto_t *p = (fz_proto_t *)pr;
-    p->log->lost++;
-    p->log->lost_code = reason ? reason->code : 0;
-    if (reason)
-        assert(strcmp(reason->domain, "intn") == 0 && reason->code == -EMSGSIZE);
+    fz_log_lost(((fz_proto_t *)pr)->log, reason, "intn");
+    assert(!reason || reason->code == -EMSGSIZE);
 }
 
 static void fz_destroy(tw_protocol_t *pr)
@@ -107,13 +78,6 @@ typedef struct fz_cfg {
     bool custom;
 } fz_cfg_t;
 
-static uint64_t fz_next(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-    return *s = x;
-}
-
 /* What the receiver's maximum becomes: clamped to what the prefix says. */
 static size_t fz_effective_max(const fz_cfg_t *c)
 {
@@ -121,44 +85,26 @@ static size_t fz_effective_max(const fz_cfg_t *c)
     return c->max > pm ? (size_t)pm : c->max;
 }
 
-/* mode 0: whole; 1: a byte at a time; 2: pieces from the seed.  `echo` is
- * what must have been sent back. */
+/* `echo` is what must have been sent back. */
 static void fz_run(const fz_cfg_t *c, const uint8_t *in, size_t n, int mode, uint64_t seed,
                    fz_log_t *log, const uint8_t *echo, size_t echo_len)
 {
-    memset(log, 0, sizeof *log);
-    log->hash = 0xcbf29ce484222325ull;
-    fz_proto_t *p = calloc(1, sizeof *p);
-    if (!p)
-        abort();
+    fz_log_init(log);
+    fz_proto_t *p = fz_calloc(sizeof *p);
     int rc = tw_intn_receiver_init(&p->ir, &fz_proto_ops, c->custom ? &fz_ops_custom : &fz_ops,
                                    c->psize);
     assert(rc == 0);
     tw_intn_receiver_set_max_length(&p->ir, c->max);
     assert(p->ir.max == fz_effective_max(c));
     p->log = log;
-    tw_string_transport_t *t = tw_string_transport_new(NULL, &p->ir.base);
-    if (!t)
-        abort();
-    size_t off = 0;
-    uint64_t s = seed | 1;
-    while (off < n) {
-        size_t k = mode == 0 ? n - off : mode == 1 ? 1 : 1 + (size_t)(fz_next(&s) % 64);
-        if (k > n - off)
-            k = n - off;
-        if (tw_string_transport_feed(t, in + off, k) < 0)
-            break;
-        off += k;
+    tw_string_transport_t *t = fz_transport(&p->ir.base);
+    fz_feeder_t f = fz_feeder(t, in, n, mode, seed);
+    while (fz_feed_next(&f))
         /* A refused length stores nothing: the buffer never outgrows the
          * largest string allowed. */
         assert(p->ir.cap <= p->ir.max + 1);
-    }
-    size_t outn;
-    const char *out = tw_string_transport_value(t, &outn);
-    assert(outn == echo_len && memcmp(out, echo, echo_len) == 0);
-    tw_string_transport_settle(t);
-    tw_string_transport_free(t);
-    assert(log->lost == 1);
+    fz_assert_sent(t, echo, echo_len);
+    fz_finish(t, log);
 }
 
 /* The rules, naively, on the whole input; builds the expected echo. */
@@ -166,8 +112,7 @@ static void fz_model(const fz_cfg_t *c, const uint8_t *in, size_t n, fz_log_t *l
                      uint8_t *echo, size_t *echo_len)
 {
     size_t pos = 0, max = fz_effective_max(c), ps = (size_t)c->psize;
-    memset(log, 0, sizeof *log);
-    log->hash = 0xcbf29ce484222325ull;
+    fz_log_init(log);
     *echo_len = 0;
     while (n - pos >= ps) {
         size_t v = 0;
@@ -200,30 +145,27 @@ static void fz_model(const fz_cfg_t *c, const uint8_t *in, size_t n, fz_log_t *l
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 2)
+    fz_input_t x;
+    if (!fz_input(data, size, &x))
         return 0;
     static const int sizes[] = { 1, 2, 4 };
     fz_cfg_t c = {
-        .psize = sizes[data[0] % 3],
-        .custom = (data[0] / 3) & 1,
-        .max = fz_maxes[(data[0] / 6) % 8],
+        .psize = sizes[x.cfg % 3],
+        .custom = (x.cfg / 3) & 1,
+        .max = fz_maxes[(x.cfg / 6) % 8],
     };
-    uint64_t seed = (uint64_t)data[1] * 0x9e3779b97f4a7c15ull + size;
-    const uint8_t *in = data + 2;
-    size_t n = size - 2;
 
-    uint8_t *echo = malloc(n + 1);
+    uint8_t *echo = malloc(x.n + 1);
     if (!echo)
         abort();
     size_t echo_len;
     fz_log_t model, run;
-    fz_model(&c, in, n, &model, echo, &echo_len);
-    for (int mode = 0; mode < 3; mode++) {
-        if (mode == 1 && n > 1024) /* a byte at a time is slow: short inputs only */
+    fz_model(&c, x.in, x.n, &model, echo, &echo_len);
+    for (int mode = 0; mode < FZ_MODES; mode++) {
+        if (!fz_mode_fits(mode, x.n))
             continue;
-        fz_run(&c, in, n, mode, seed, &run, echo, echo_len);
-        assert(run.hash == model.hash && run.events == model.events);
-        assert(run.lost_code == model.lost_code);
+        fz_run(&c, x.in, x.n, mode, x.seed, &run, echo, echo_len);
+        fz_log_same(&run, &model);
     }
     free(echo);
     return 0;

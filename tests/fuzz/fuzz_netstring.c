@@ -11,41 +11,15 @@
  * canonical, what was sent back must be exactly the input up to the end of
  * the last string accepted.  Always: strings are at most the maximum and
  * NUL-terminated, nothing comes after the receiver stopped or the connection
- * was lost, and the receiver's buffer never outgrows the maximum. */
+ * was lost, and the receiver's buffer never outgrows the maximum.  The
+ * feeding and the log are in fuzz_receiver.h. */
 #define _GNU_SOURCE
-#include <assert.h>
 #include <errno.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "tw_basic.h"
-#include "tw_string_transport.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz_receiver.h"
 
 static const size_t fz_maxes[] = { 0, 1, 5, 10, 99, 1000, 99999, 10000000 };
-
-typedef struct fz_log {
-    uint64_t hash;
-    int events, lost, lost_code;
-    size_t consumed; /* input bytes up to the end of the last string */
-} fz_log_t;
-
-static void fz_hash(fz_log_t *l, const void *d, size_t n)
-{
-    const unsigned char *p = d;
-    for (size_t i = 0; i < n; i++)
-        l->hash = (l->hash ^ p[i]) * 0x100000001b3ull;
-}
-
-static void fz_event(fz_log_t *l, const void *d, size_t n)
-{
-    uint64_t len = n;
-    l->events++;
-    fz_hash(l, &len, sizeof len);
-    fz_hash(l, d, n);
-}
 
 typedef struct fz_proto {
     tw_netstring_receiver_t ns;
@@ -58,7 +32,7 @@ static void fz_string(tw_netstring_receiver_t *ns, char *data, size_t len)
     fz_proto_t *p = (fz_proto_t *)ns;
     assert(!ns->stopped && !p->quit && p->log->lost == 0);
     assert(len <= ns->max && data[len] == '\0');
-    fz_event(p->log, data, len);
+    fz_event(p->log, 'S', data, len);
     assert(tw_netstring_send_string(ns, data, len) == 0);
     if (len == 1 && data[0] == 'Q') {
         p->quit = true;
@@ -70,12 +44,8 @@ static void fz_string(tw_netstring_receiver_t *ns, char *data, size_t len)
 
 static void fz_lost(tw_protocol_t *pr, const tw_failure_t *reason)
 {
-    fz_proto_t *p = (fz_proto_t *)pr;
-    p->log->lost++;
-    p->log->lost_code = reason ? reason->code : 0;
-    if (reason)
-        assert(strcmp(reason->domain, "netstring") == 0 &&
-               (reason->code == -EPROTO || reason->code == -EMSGSIZE));
+    fz_log_lost(((fz_proto_t *)pr)->log, reason, "netstring");
+    assert(!reason || reason->code == -EPROTO || reason->code == -EMSGSIZE);
 }
 
 static void fz_destroy(tw_protocol_t *pr)
@@ -91,108 +61,79 @@ static const tw_protocol_ops_t fz_proto_ops = {
 };
 static const tw_netstring_receiver_ops_t fz_ops = { fz_string };
 
-static uint64_t fz_next(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-    return *s = x;
-}
-
-/* mode 0: whole; 1: a byte at a time; 2: pieces from the seed.  Checks the
- * echo against the input. */
+/* Checks the echo against the input: the first `consumed` bytes. */
 static void fz_run(size_t max, const uint8_t *in, size_t n, int mode, uint64_t seed,
                    fz_log_t *log, size_t consumed)
 {
-    memset(log, 0, sizeof *log);
-    log->hash = 0xcbf29ce484222325ull;
-    fz_proto_t *p = calloc(1, sizeof *p);
-    if (!p)
-        abort();
+    fz_log_init(log);
+    fz_proto_t *p = fz_calloc(sizeof *p);
     tw_netstring_receiver_init(&p->ns, &fz_proto_ops, &fz_ops);
     tw_netstring_receiver_set_max_length(&p->ns, max);
     p->log = log;
-    tw_string_transport_t *t = tw_string_transport_new(NULL, &p->ns.base);
-    if (!t)
-        abort();
-    size_t off = 0;
-    uint64_t s = seed | 1;
-    while (off < n) {
-        size_t k = mode == 0 ? n - off : mode == 1 ? 1 : 1 + (size_t)(fz_next(&s) % 64);
-        if (k > n - off)
-            k = n - off;
-        if (tw_string_transport_feed(t, in + off, k) < 0)
-            break;
-        off += k;
+    tw_string_transport_t *t = fz_transport(&p->ns.base);
+    fz_feeder_t f = fz_feeder(t, in, n, mode, seed);
+    while (fz_feed_next(&f))
         /* Never more than the longest string allowed, and its NUL. */
         assert(p->ns.cap <= max + 1);
-    }
-    size_t outn;
-    const char *out = tw_string_transport_value(t, &outn);
-    assert(outn == consumed && memcmp(out, in, consumed) == 0);
-    tw_string_transport_settle(t);
-    tw_string_transport_free(t);
-    assert(log->lost == 1);
+    fz_assert_sent(t, in, consumed);
+    fz_finish(t, log);
 }
 
-/* Twisted's rules, naively, on the whole input at once. */
-static void fz_model(size_t max, const uint8_t *in, size_t n, fz_log_t *log)
+/* Twisted's rules, naively, on the whole input at once.  Returns how much
+ * of the input the strings accepted take, up to the end of the last. */
+static size_t fz_model(size_t max, const uint8_t *in, size_t n, fz_log_t *log)
 {
     size_t pos = 0;
-    memset(log, 0, sizeof *log);
-    log->hash = 0xcbf29ce484222325ull;
+    fz_log_init(log);
     for (;;) {
         size_t i = pos, v = 0;
         bool any = false;
         for (; i < n && in[i] >= '0' && in[i] <= '9'; i++) {
             if (any && v == 0) {
                 log->lost_code = -EPROTO; /* leading zero */
-                return;
+                return pos;
             }
             v = v * 10 + (size_t)(in[i] - '0');
             any = true;
             if (v > max) {
                 log->lost_code = -EMSGSIZE;
-                return;
+                return pos;
             }
         }
         if (i == n)
-            return; /* incomplete length */
+            return pos; /* incomplete length */
         if (in[i] != ':' || !any) {
             log->lost_code = -EPROTO;
-            return;
+            return pos;
         }
         i++;
         if (n - i < v + 1)
-            return; /* incomplete payload or comma */
+            return pos; /* incomplete payload or comma */
         if (in[i + v] != ',') {
             log->lost_code = -EPROTO;
-            return;
+            return pos;
         }
-        fz_event(log, in + i, v);
+        fz_event(log, 'S', in + i, v);
         pos = i + v + 1;
-        log->consumed = pos;
         if (v == 1 && in[i] == 'Q')
-            return;
+            return pos;
     }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 2)
+    fz_input_t x;
+    if (!fz_input(data, size, &x))
         return 0;
-    size_t max = fz_maxes[data[0] % 8];
-    uint64_t seed = (uint64_t)data[1] * 0x9e3779b97f4a7c15ull + size;
-    const uint8_t *in = data + 2;
-    size_t n = size - 2;
+    size_t max = fz_maxes[x.cfg % 8];
 
     fz_log_t model, run;
-    fz_model(max, in, n, &model);
-    for (int mode = 0; mode < 3; mode++) {
-        if (mode == 1 && n > 1024) /* a byte at a time is slow: short inputs only */
+    size_t consumed = fz_model(max, x.in, x.n, &model);
+    for (int mode = 0; mode < FZ_MODES; mode++) {
+        if (!fz_mode_fits(mode, x.n))
             continue;
-        fz_run(max, in, n, mode, seed, &run, model.consumed);
-        assert(run.hash == model.hash && run.events == model.events);
-        assert(run.lost_code == model.lost_code);
+        fz_run(max, x.in, x.n, mode, x.seed, &run, consumed);
+        fz_log_same(&run, &model);
     }
     return 0;
 }
